@@ -26,5 +26,8 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+quality: $(STAMP)
+	$(PY) -m benchmarks.quality
+
 clean:
 	rm -rf $(VENV) demo test-artifacts
