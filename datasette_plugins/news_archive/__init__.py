@@ -1,0 +1,90 @@
+"""Datasette hooks for the news archive; they only connect things (views.py, archives.py, permissions.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from datasette import hookimpl
+
+from . import views
+from .archives import archives, has_archive_tables, validate_config
+from .permissions import can_view
+from .sql_functions import register as register_sql_functions
+
+DB = r"(?P<database>[^/]+)"
+
+
+@hookimpl
+def register_routes():
+    return [
+        (rf"^/{DB}/-/semantic(?P<format>\.json)?$", views.semantic),
+        (rf"^/{DB}/articles/(?P<id>\d+)/-/related(?P<format>\.json)?$", views.related),
+    ]
+
+
+@hookimpl
+def startup(datasette):
+    async def inner():
+        validate_config(datasette)
+        registry = archives(datasette)
+        for name in await asyncio.to_thread(registry.names):
+            registry.get(name).warm_in_background()  # the model loads while the server starts answering
+
+    return inner
+
+
+@hookimpl
+def prepare_connection(conn, database, datasette):
+    if has_archive_tables(conn):
+        register_sql_functions(conn, datasette, database, lambda: archives(datasette).get(database))
+
+
+async def visible_archive(datasette, actor, database: str) -> bool:
+    return await archives(datasette).aget(database) is not None and await can_view(datasette, actor, database)
+
+
+@hookimpl
+def table_actions(datasette, actor, database, table):
+    async def inner():
+        if table != "articles" or not await visible_archive(datasette, actor, database):
+            return []
+        return [{"href": views.semantic_path(datasette, database), "label": "Semantic search"}]
+
+    return inner
+
+
+@hookimpl
+def menu_links(datasette, actor):
+    async def inner():
+        names = [n for n in await asyncio.to_thread(archives(datasette).names) if await can_view(datasette, actor, n)]
+        label = "Semantic search" if len(names) == 1 else "Semantic search: {}"
+        return [{"href": views.semantic_path(datasette, n), "label": label.format(n)} for n in names]
+
+    return inner
+
+
+@hookimpl
+def extra_template_vars(view_name, database, table, request, datasette):
+    """`news_archive_related_url` for an article's row page (row.html shows the "Find related coverage" link)."""
+
+    async def inner():
+        pk = request.url_vars.get("pks", "") if request else ""
+        if view_name != "row" or table != "articles" or not pk.isdigit():
+            return {}
+        if not await visible_archive(datasette, request.actor, database):
+            return {}
+        return {"news_archive_related_url": views.related_path(datasette, database, pk)}
+
+    return inner
+
+
+@hookimpl
+def row_actions(datasette, actor, database, table, row):
+    """Datasette 1.0's row actions menu (0.65 has no such hook and never calls this)."""
+
+    async def inner():
+        if table != "articles" or not await visible_archive(datasette, actor, database):
+            return []
+        return [{"href": views.related_path(datasette, database, row["id"]), "label": "Find related coverage"}]
+
+    return inner

@@ -1,0 +1,100 @@
+"""`semantic_search(query[, k])` and `related_articles(article_id[, k])` for SQL users and canned queries.
+
+Each returns a JSON array of {"article_id", "score", "chunk_id"}, best first, for `json_each` to join back to
+`articles`:
+
+    select a.id, a.title, a.outlet, a.published, r.value ->> 'score' as score
+    from json_each(semantic_search(:q, 10)) r join articles a on a.id = r.value ->> 'article_id'
+
+They run inside Datasette's SQL thread and call the database's Archive (its own connection) under the
+archive's lock; views never hold that lock while waiting on Datasette, so the two cannot deadlock.
+A bad argument raises, which SQLite reports as a failed query (Python's sqlite3 cannot pass the message on,
+so the reason is logged and the rules are in metadata.yml: query 1..1000 characters, k 1..100).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from archive import search as srch
+
+from .permissions import sql_functions_allowed
+from .views import DEFAULT_K, MAX_K, MAX_QUERY_CHARS
+
+log = logging.getLogger(__name__)
+
+
+class SQLFunctionError(ValueError):
+    pass
+
+
+def _as_int(value, what: str) -> int:
+    """SQL values arrive as int, or as text from a canned query's form."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        raise SQLFunctionError(f"{what} must be an integer, not {value!r}")
+    return value
+
+
+def _check_k(k) -> int:
+    k = _as_int(k, "k")
+    if not 1 <= k <= MAX_K:
+        raise SQLFunctionError(f"k must be from 1 to {MAX_K}, not {k}")
+    return k
+
+
+def semantic_hits(arc, query: str, k: int) -> list[dict]:
+    """Semantic search hits with their best chunk (the library's Results do not carry the chunk id)."""
+    index = arc.live.current()[0]
+    hits = srch.semantic_hits(arc.db, index, arc.encoder.encode([query]), k, srch.Filters())
+    ranked = sorted(hits.items(), key=lambda kv: -kv[1][0])[:k]
+    return [{"article_id": aid, "score": round(score, 4), "chunk_id": chunk} for aid, (score, chunk) in ranked]
+
+
+def related_hits(arc, article_id: int, k: int) -> list[dict]:
+    """Related coverage with the chunk whose text is the passage shown."""
+    out = []
+    for r in arc.related(article_id, k=k):
+        row = arc.db.execute("select id from chunks where article_id = ? and text = ? limit 1", [r.id, r.passage])
+        chunk = row.fetchone()
+        out.append({"article_id": r.id, "score": r.score, "chunk_id": chunk[0] if chunk else None})
+    return out
+
+
+def make_functions(datasette, database: str, handle_for):
+    """The two SQL functions for one database; `handle_for()` gives its ArchiveHandle (opened lazily)."""
+
+    def guarded(name, fn):
+        def sql_function(arg, k=DEFAULT_K):
+            try:
+                if not sql_functions_allowed(datasette, database):
+                    raise SQLFunctionError(f"{name}() is off: the articles table has an allow block "
+                                           f"(use /{database}/-/semantic.json, which checks who is asking)")
+                handle = handle_for()
+                if handle is None:
+                    raise SQLFunctionError(f"{database} is not a news archive")
+                return json.dumps(handle.run(fn, arg, _check_k(k)))
+            except Exception as e:
+                log.warning("%s(%r, %r) failed: %s", name, arg, k, e)
+                raise
+
+        return sql_function
+
+    def search(arc, query, k):
+        if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS:
+            raise SQLFunctionError(f"query must be text of 1 to {MAX_QUERY_CHARS} characters")
+        return semantic_hits(arc, query, k)
+
+    def related(arc, article_id, k):
+        return related_hits(arc, _as_int(article_id, "article_id"), k)
+
+    return {"semantic_search": guarded("semantic_search", search),
+            "related_articles": guarded("related_articles", related)}
+
+
+def register(conn, datasette, database: str, handle_for) -> None:
+    for name, fn in make_functions(datasette, database, handle_for).items():
+        conn.create_function(name, 1, fn)
+        conn.create_function(name, 2, fn)

@@ -1,0 +1,192 @@
+"""The plugin's pages and JSON: parse the request, check permissions, call `archive`, render.
+
+Errors are raised as Datasette's own exceptions (BadRequest 400, Forbidden 403, NotFound 404): `json_errors`
+answers them as `{"ok": false, "error": ...}` on `.json` paths; Datasette shows its error page otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import date
+
+from datasette import Response
+from datasette.utils import add_cors_headers, tilde_decode
+from datasette.utils.asgi import BadRequest, Base400, NotFound
+
+from archive import ArchiveError
+from archive.index import IndexCorrupt, IndexMissing
+from archive.store import ArticleNotFound
+
+from .archives import archives
+from .permissions import ensure_can_view
+
+MAX_QUERY_CHARS = 1000
+MAX_K = 100
+DEFAULT_K = 10
+MODES = ("hybrid", "semantic", "keyword")
+
+
+class Unavailable(BadRequest):
+    """The archive cannot answer (no index yet, corrupt index): 503, with the library's message."""
+
+    status = 503
+
+
+@dataclass
+class SearchParams:
+    q: str = ""
+    k: int = DEFAULT_K
+    mode: str = "hybrid"
+    outlet: str = ""
+    since: str = ""
+    until: str = ""
+
+    def filters(self) -> dict:
+        return {"outlet": self.outlet or None, "since": self.since or None, "until": self.until or None}
+
+
+def parse_k(value: str | None) -> int:
+    if value in (None, ""):
+        return DEFAULT_K
+    try:
+        k = int(value)
+    except ValueError:
+        raise BadRequest(f"k must be a whole number from 1 to {MAX_K}") from None
+    if not 1 <= k <= MAX_K:
+        raise BadRequest(f"k must be from 1 to {MAX_K}")
+    return k
+
+
+def parse_date(value: str | None, name: str) -> str:
+    value = (value or "").strip()
+    if value:
+        try:
+            date.fromisoformat(value[:10])
+        except ValueError:
+            raise BadRequest(f"{name} must be a date (YYYY-MM-DD), not {value[:40]!r}") from None
+    return value
+
+
+def search_params(args) -> SearchParams:
+    q = (args.get("q") or "").strip()
+    if len(q) > MAX_QUERY_CHARS:
+        raise BadRequest(f"q is too long ({len(q):,} characters; at most {MAX_QUERY_CHARS:,})")
+    mode = args.get("mode") or "hybrid"
+    if mode not in MODES:
+        raise BadRequest(f"mode must be one of {', '.join(MODES)}")
+    return SearchParams(q, parse_k(args.get("k")), mode, (args.get("outlet") or "").strip(),
+                        parse_date(args.get("since"), "since"), parse_date(args.get("until"), "until"))
+
+
+async def archive_for(datasette, request):
+    """(database name, ArchiveHandle) for the request's database, after the permission check."""
+    route = tilde_decode(request.url_vars["database"])
+    try:
+        db = datasette.get_database(route=route)
+    except KeyError:
+        raise NotFound("Database not found") from None
+    await ensure_can_view(datasette, request.actor, db.name)
+    handle = await archives(datasette).aget(db.name)
+    if handle is None:
+        raise NotFound(f"{db.name} is not a news archive")
+    return db.name, handle
+
+
+async def library_call(handle, fn, *args, **kwargs):
+    try:
+        return await handle.call(fn, *args, **kwargs)
+    except ArticleNotFound as e:
+        raise NotFound(str(e)) from None
+    except (IndexMissing, IndexCorrupt) as e:
+        raise Unavailable(str(e)) from None
+    except ArchiveError as e:
+        raise BadRequest(str(e)) from None
+
+
+def json_response(datasette, body: dict, status: int = 200) -> Response:
+    headers = {}
+    if datasette.cors:
+        add_cors_headers(headers)
+    return Response.json(body, status=status, headers=headers)
+
+
+def json_errors(view):
+    """On a .json path, a 4xx/5xx answers `{"ok": false, "error": ...}` with its status (Forbidden included)."""
+
+    @functools.wraps(view)
+    async def wrapper(datasette, request):
+        try:
+            return await view(datasette, request)
+        except Base400 as e:
+            if not wants_json(request):
+                raise
+            return json_response(datasette, {"ok": False, "error": str(e.args[0]) if e.args else ""}, e.status)
+
+    return wrapper
+
+
+def wants_json(request) -> bool:
+    return bool(request.url_vars.get("format"))
+
+
+async def outlets(datasette, database: str) -> list[str]:
+    rows = await datasette.get_database(database).execute(
+        "select outlet from articles where outlet is not null and outlet != '' "
+        "group by outlet order by count(*) desc, outlet limit 500"
+    )
+    return [r[0] for r in rows]
+
+
+@json_errors
+async def semantic(datasette, request):
+    """/<db>/-/semantic and /<db>/-/semantic.json"""
+    database, handle = await archive_for(datasette, request)
+    params = search_params(request.args)
+    if wants_json(request) and not params.q:
+        raise BadRequest("q is required")
+    results = []
+    if params.q:
+        results = await library_call(handle, lambda arc: arc.search(params.q, k=params.k, mode=params.mode,
+                                                                    **params.filters()))
+    if wants_json(request):
+        return json_response(datasette, {"query": params.q, "results": [r.to_dict() for r in results]})
+    context = {"database": database, "params": params, "modes": MODES, "max_k": MAX_K,
+               "outlets": await outlets(datasette, database), "results": results,
+               "links": result_links(datasette, database, results)}
+    return await render(datasette, request, "news_archive_semantic.html", context)
+
+
+@json_errors
+async def related(datasette, request):
+    """/<db>/articles/<id>/-/related and its .json"""
+    database, handle = await archive_for(datasette, request)
+    k = parse_k(request.args.get("k"))
+    article_id = int(request.url_vars["id"])
+    article, results = await library_call(handle, lambda arc: (arc.article(article_id), arc.related(article_id, k=k)))
+    if wants_json(request):
+        return json_response(datasette, {"query": str(article_id), "results": [r.to_dict() for r in results]})
+    context = {"database": database, "article": article, "k": k, "max_k": MAX_K, "results": results,
+               "article_url": datasette.urls.row(database, "articles", str(article_id)),
+               "links": result_links(datasette, database, results)}
+    return await render(datasette, request, "news_archive_related.html", context)
+
+
+def semantic_path(datasette, database: str) -> str:
+    return datasette.urls.database(database) + "/-/semantic"
+
+
+def related_path(datasette, database: str, article_id) -> str:
+    return datasette.urls.row(database, "articles", str(article_id)) + "/-/related"
+
+
+def result_links(datasette, database: str, results) -> dict:
+    return {r.id: {"row": datasette.urls.row(database, "articles", str(r.id)),
+                   "related": related_path(datasette, database, r.id)} for r in results}
+
+
+async def render(datasette, request, template: str, context: dict) -> Response:
+    database = context["database"]
+    context |= {"semantic_url": semantic_path(datasette, database),
+                "table_url": datasette.urls.table(database, "articles")}
+    return Response.html(await datasette.render_template(template, context, request=request))

@@ -1,0 +1,122 @@
+"""A real browser (Debian chromium via Playwright) against `archive serve`: search, results, related coverage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from archive import Archive
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SCRIPT_TITLE = "<script>alert(1)</script>"
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover
+    sync_playwright = None
+
+if sync_playwright is None or not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the browser test: install playwright and Debian chromium")
+    pytest.skip("playwright or /usr/bin/chromium is missing", allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"archive serve exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def server(sample_archive, tmp_path_factory):
+    """`archive serve` on a copy of the sample archive holding one article titled with a <script> tag."""
+    base = tmp_path_factory.mktemp("browser")
+    shutil.copy(sample_archive.db_path, base / "archive.db")
+    shutil.copytree(sample_archive.index_dir, base / "indexes", ignore=shutil.ignore_patterns(".lock"))
+    (base / "xss.jsonl").write_text(json.dumps({
+        "title": SCRIPT_TITLE, "outlet": "example.org", "published": "2017-04-01", "url": "https://example.org/x",
+        "body": "A zebra escaped from a circus in Vienna and trotted along the Ringstrasse before keepers caught it.",
+    }) + "\n")
+    arc = Archive(base / "archive.db", base / "indexes")
+    arc.load([str(base / "xss.jsonl")])
+    xss_id = arc.article("https://example.org/x")["id"]
+    arc.close()
+    port = free_port()
+    script = Path(sys.executable).parent / "archive"
+    proc = subprocess.Popen([str(script), "serve", "--db", str(base / "archive.db"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url + "/-/versions.json", proc)
+        yield url, xss_id
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        yield page
+        browser.close()
+
+
+def test_search_then_related_coverage(server, page):
+    url, _ = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.goto(url + "/archive/-/semantic")
+    page.fill("input[name=q]", "tropical cyclone hits the Queensland coast")
+    page.click("input[type=submit]")
+    page.wait_for_selector(".na-result")
+    assert page.locator(".na-result").count() == 10
+    assert "debbie" in page.locator(".na-results").inner_text().lower()
+    page.screenshot(path=str(ARTIFACTS / "semantic.png"), full_page=True)
+
+    page.locator(".na-result .na-title").first.click()
+    page.wait_for_selector("text=Find related coverage")
+    page.click("text=Find related coverage")
+    page.wait_for_selector(".na-result")
+    assert "/-/related" in page.url
+    assert page.locator(".na-result").count() >= 5
+    page.screenshot(path=str(ARTIFACTS / "related.png"), full_page=True)
+
+
+def test_script_title_never_runs(server, page):
+    url, xss_id = server
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    for path in ("/archive/-/semantic?q=zebra+escaped+from+a+circus", f"/archive/articles/{xss_id}",
+                 f"/archive/articles/{xss_id}/-/related"):
+        page.goto(url + path)
+        page.wait_for_load_state("load")
+        assert SCRIPT_TITLE in page.locator("body").inner_text(), path
+    assert dialogs == []

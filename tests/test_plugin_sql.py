@@ -1,0 +1,103 @@
+"""The SQL functions semantic_search() and related_articles(), through Datasette and on a plain connection."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from datasette.app import Datasette
+
+from datasette_plugins.news_archive import prepare_connection
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # SQL function errors
+METADATA = Path(__file__).resolve().parent.parent / "metadata.yml"
+
+
+@pytest.fixture(scope="module")
+def ds(sample_archive):
+    return Datasette([str(sample_archive.db_path)], metadata=yaml.safe_load(METADATA.read_text()))
+
+
+@pytest.fixture(scope="module")
+def debbie_ids(sample_archive):
+    arc = sample_archive.open()
+    try:
+        return [arc.article(url)["id"] for url in sample_archive.story_urls["debbie"]]
+    finally:
+        arc.close()
+
+
+async def sql(ds, query: str, **params):
+    response = await ds.client.get("/archive.json", params={"sql": query, "_shape": "array", **params})
+    return response.status_code, response.json()
+
+
+async def test_semantic_search_returns_json_for_json_each(ds):
+    status, rows = await sql(ds, "select semantic_search(:q, 5) as hits", q="avalanche buries a hotel in Italy")
+    assert status == 200
+    hits = json.loads(rows[0]["hits"])
+    assert len(hits) == 5 and all(set(h) == {"article_id", "score", "chunk_id"} for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+async def test_semantic_search_joins_back_to_articles(ds):
+    status, rows = await sql(ds, """
+        select a.title, c.article_id = a.id as chunk_matches
+        from json_each(semantic_search(:q, 3)) r
+        join articles a on a.id = json_extract(r.value, '$.article_id')
+        join chunks c on c.id = json_extract(r.value, '$.chunk_id')
+        order by r.key""", q="avalanche buries a hotel in Italy")
+    assert status == 200 and len(rows) == 3
+    assert "avalanche" in rows[0]["title"].lower() and all(r["chunk_matches"] for r in rows)
+
+
+async def test_related_articles_excludes_the_article(ds, debbie_ids):
+    status, rows = await sql(ds, "select related_articles(:id, 5) as hits", id=str(debbie_ids[0]))
+    assert status == 200
+    ids = [h["article_id"] for h in json.loads(rows[0]["hits"])]
+    assert len(ids) == 5 and debbie_ids[0] not in ids and ids[0] in debbie_ids
+
+
+async def test_canned_queries(ds, debbie_ids):
+    response = await ds.client.get("/archive/semantic.json", params={"q": "cyclone in Queensland", "_shape": "array"})
+    assert response.status_code == 200
+    rows = response.json()
+    assert len(rows) == 10 and {"id", "title", "outlet", "published", "score", "passage"} <= set(rows[0])
+    response = await ds.client.get("/archive/related.json", params={"article_id": debbie_ids[0], "_shape": "array"})
+    assert response.status_code == 200 and response.json()[0]["id"] in debbie_ids
+
+
+@pytest.mark.parametrize("call", [
+    "semantic_search('cyclone', 0)",
+    "semantic_search('cyclone', 101)",
+    "semantic_search('', 5)",
+    f"semantic_search('{'x' * 1001}', 5)",
+    "related_articles(999999, 5)",
+    "related_articles('abc', 5)",
+])
+async def test_bad_arguments_are_sql_errors(ds, call):
+    status, body = await sql(ds, f"select {call}")
+    assert status == 400 and body["ok"] is False
+
+
+def test_hook_on_a_plain_connection(sample_archive):
+    ds = Datasette([str(sample_archive.db_path)])
+    conn = sqlite3.connect(sample_archive.db_path)
+    try:
+        prepare_connection(conn, "archive", ds)
+        hits = json.loads(conn.execute("select semantic_search('flooding after the cyclone')").fetchone()[0])
+        assert len(hits) == 10
+        with pytest.raises(sqlite3.OperationalError):
+            conn.execute("select semantic_search('flooding', 1000)").fetchone()
+    finally:
+        conn.close()
+
+
+def test_hook_skips_databases_that_are_not_archives():
+    conn = sqlite3.connect(":memory:")
+    prepare_connection(conn, "other", Datasette([]))
+    with pytest.raises(sqlite3.OperationalError, match="no such function"):
+        conn.execute("select semantic_search('x')")
