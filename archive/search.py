@@ -2,23 +2,33 @@
 
 Every function takes an open database, the chunk index and (where it embeds a query) an Encoder, and returns
 `Result`s. This is the one place where ranking and joining happen; both shells call it through `Archive`.
+
+The choices below were measured with `python -m benchmarks.quality` (Lee et al. 2005 human similarity,
+BBC News category precision@10, NewsArticles known-item search); the module docstrings of the functions
+say what won. Near-duplicate groups (archive/dedupe.py) are collapsed into one row per group, the other
+members' outlets listed in `also`.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
 import sqlite_utils
 
+from . import dedupe
 from .embed import Encoder
 from .index import ChunkIndex
 from .models import ArchiveError, Result
 
 MODES = ("hybrid", "semantic", "keyword")
 RRF_K = 60
+ROLLUPS = ("max", "top2")
+SECOND_CHUNK_WEIGHT = 0.25  # rollup "top2": best chunk + this x the second best
 
 
 @dataclass
@@ -48,6 +58,18 @@ class Filters:
             params.append((date.fromisoformat(self.until) + timedelta(days=1)).isoformat())
         return (" and ".join(clauses) or "1"), params
 
+    def within(self, published: str | None, days: int | None) -> Filters:
+        """These filters narrowed to `days` either side of a date (unchanged without a date or a window)."""
+        if days is None or not published:
+            return self
+        try:
+            day = date.fromisoformat(str(published)[:10])
+        except ValueError:
+            return self
+        since = (day - timedelta(days=days)).isoformat()
+        until = (day + timedelta(days=days)).isoformat()
+        return Filters(self.outlet, max(filter(None, [self.since, since])), min(filter(None, [self.until, until])))
+
 
 def _iso_date(value: str | None, name: str) -> str | None:
     if not value:
@@ -58,11 +80,33 @@ def _iso_date(value: str | None, name: str) -> str | None:
         raise ArchiveError(f"--{name}: {value!r} is not a date (use YYYY-MM-DD)") from None
 
 
+@dataclass
+class GroupedResult(Result):
+    """A Result standing for a near-duplicate group: `also` lists the other members' outlets.
+
+    The JSON shape is Result's; the extra key "also" appears only when the group has other outlets.
+    """
+
+    also: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if not self.also:
+            d.pop("also", None)
+        return d
+
+
 # ---- semantic --------------------------------------------------------------------------------------------
 
 
-def semantic_hits(db, index: ChunkIndex, vector: np.ndarray, k: int, filters: Filters) -> dict[int, tuple[float, int]]:
-    """Best (score, chunk id) per article for one query vector, at least k articles when they exist."""
+def semantic_hits(
+    db, index: ChunkIndex, vector: np.ndarray, k: int, filters: Filters, how: str = "max"
+) -> dict[int, tuple[float, int]]:
+    """Top articles (score, best chunk id) for one query vector, at least k articles when they exist.
+
+    Filters are applied before the search (a FAISS ID selector over the allowed chunks), so a filter that
+    matches 1% of the archive still yields k articles when k exist.
+    """
     allowed = _allowed_chunks(db, filters) if filters.active() else None
     if allowed is not None and not len(allowed):
         return {}
@@ -70,22 +114,33 @@ def semantic_hits(db, index: ChunkIndex, vector: np.ndarray, k: int, filters: Fi
     fetch = max(k * 8, 64)
     while True:
         scores, ids = index.search(vector, fetch, allowed)
-        best = rollup(db, scores[0], ids[0])
+        best = rollup(db, scores[0], ids[0], how)
         if len(best) >= k or fetch >= limit:
             return best
         fetch *= 4
 
 
-def rollup(db, scores: np.ndarray, ids: np.ndarray) -> dict[int, tuple[float, int]]:
-    """Chunk hits to articles: each article keeps its best chunk (score, chunk id)."""
+def rollup(db, scores: np.ndarray, ids: np.ndarray, how: str = "max") -> dict[int, tuple[float, int]]:
+    """Chunk hits to articles: best chunk score ("max"), or best plus a quarter of the second ("top2").
+
+    Measured on NewsArticles known-item search (subtitles as queries): "max" wins; the best chunk is the
+    passage either way.
+    """
     valid = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
     owners = _chunk_owners(db, [i for _, i in valid])
-    best: dict[int, tuple[float, int]] = {}
+    per: dict[int, list[tuple[float, int]]] = {}
     for s, i in valid:
         aid = owners.get(i)
-        if aid is not None and (aid not in best or s > best[aid][0]):
-            best[aid] = (s, i)
-    return best
+        if aid is not None:
+            per.setdefault(aid, []).append((s, i))
+    out = {}
+    for aid, hits in per.items():
+        hits.sort(reverse=True)
+        score = hits[0][0]
+        if how == "top2" and len(hits) > 1:
+            score += SECOND_CHUNK_WEIGHT * hits[1][0]
+        out[aid] = (score, hits[0][1])
+    return out
 
 
 def _chunk_owners(db, chunk_ids: list[int]) -> dict[int, int]:
@@ -108,22 +163,31 @@ def _allowed_chunks(db, filters: Filters) -> np.ndarray:
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOP_WORDS = frozenset(
     "a an and are as at be but by did do does for from had has have how i if in into is it its of on or that the "
-    "their there these they this to was were what when where which who why will with would about after".split()
+    "their there these they this to was were what when where which who why will with would about after also "
+    "been being can could he her him his just me more most my no not now our out over said says she so some "
+    "than them then us we you your one two new up very".split()
 )
 
 
 def fts_query(text: str) -> str | None:
-    """A natural-language query as a safe FTS5 query: quoted terms OR-ed, stop words dropped."""
+    """A natural-language query as a safe FTS5 query: every word quoted (so no FTS5 syntax is ever
+    interpreted), OR-ed (no word is required), stop words dropped unless nothing else is left."""
     words = [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS] or _WORD.findall(text.lower())
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words)) or None
 
 
 def keyword_hits(db, query: str, k: int, filters: Filters) -> dict[int, tuple[float, int | None]]:
     """Articles by FTS5 bm25 (higher is better), with the filters applied in SQL."""
-    match = fts_query(query)
+    return _bm25(db, fts_query(query), k, filters)
+
+
+def _bm25(db, match: str | None, k: int, filters: Filters, only: list[int] | None = None) -> dict:
     if not match:
         return {}
     where, params = filters.sql()
+    if only is not None:
+        where += f" and a.id in ({','.join('?' * len(only))})"
+        params = [*params, *only]
     sql = (
         "select a.id, -bm25(articles_fts) as score from articles_fts join articles a on a.id = articles_fts.rowid "
         f"where articles_fts match ? and {where} order by bm25(articles_fts) limit ?"
@@ -146,16 +210,52 @@ def fuse(*rankings: dict[int, tuple[float, int | None]]) -> dict[int, tuple[floa
 # ---- results ---------------------------------------------------------------------------------------------
 
 
-def to_results(db, hits: dict[int, tuple[float, int | None]], k: int, query_words: str = "") -> list[Result]:
-    ordered = sorted(hits.items(), key=lambda kv: -kv[1][0])[:k]
-    results = []
-    for aid, (score, chunk_id) in ordered:
-        row = db.execute("select id, url, title, outlet, published, body from articles where id = ?", [aid]).fetchone()
-        if row is None:
-            continue
-        passage = _passage(db, chunk_id, row[5], query_words)
-        results.append(Result(row[0], row[1], row[2], row[3], row[4], round(score, 4), passage))
+def to_results(
+    db,
+    hits: dict[int, tuple[float, int | None]],
+    k: int,
+    query_words: str = "",
+    *,
+    exclude_groups_of: int | None = None,
+    prefer_other_than: str | None = None,
+) -> list[Result]:
+    """The top k hits as Results, one per near-duplicate group (the best-ranked member stands for it)."""
+    ordered = sorted(hits.items(), key=lambda kv: -kv[1][0])
+    if prefer_other_than is not None:
+        outlets = _outlets(db, [aid for aid, _ in ordered])
+        ordered.sort(key=lambda kv: (outlets.get(kv[0]) or "").lower() == prefer_other_than.lower())
+    results: list[Result] = []
+    seen: set[int] = set()
+    if exclude_groups_of is not None:
+        seen |= {m for m, _ in dedupe.group_members(db, [exclude_groups_of])[exclude_groups_of]}
+    step = max(k * 2, 20)
+    for start in range(0, len(ordered), step):
+        part = [kv for kv in ordered[start : start + step] if kv[0] not in seen]
+        groups = dedupe.group_members(db, [aid for aid, _ in part])
+        for aid, (score, chunk_id) in part:
+            if aid in seen:
+                continue
+            members = groups[aid]
+            seen |= {m for m, _ in members}
+            row = db.execute(
+                "select id, url, title, outlet, published, body from articles where id = ?", [aid]
+            ).fetchone()
+            if row is None:
+                continue
+            also = list(dict.fromkeys(o for m, o in members if m != aid and o and o != row[3]))
+            passage = _passage(db, chunk_id, row[5], query_words)
+            results.append(GroupedResult(row[0], row[1], row[2], row[3], row[4], round(score, 4), passage, also))
+            if len(results) >= k:
+                return results
     return results
+
+
+def _outlets(db, ids: list[int]) -> dict[int, str | None]:
+    out = {}
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        out.update(dict(db.execute(f"select id, outlet from articles where id in ({','.join('?' * len(part))})", part)))
+    return out
 
 
 def _passage(db, chunk_id: int | None, body: str, query_words: str) -> str:
@@ -186,24 +286,29 @@ def search(
     k: int = 10,
     filters: Filters | None = None,
     mode: str = "semantic",
+    rollup_how: str = "max",
 ) -> list[Result]:
-    """Articles ranked for a query, in one of MODES."""
+    """Articles ranked for a query, in one of MODES, one row per near-duplicate group."""
     filters = filters or Filters()
     if mode not in MODES:
         raise ArchiveError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if not query.strip():
         raise ArchiveError("the query is empty")
-    pool = max(k * 3, 30)
+    pool = max(k * 3, 30)  # more than k: fusion needs depth, and groups collapse
     semantic = keyword = {}
     if mode in ("semantic", "hybrid"):
-        semantic = semantic_hits(db, index, encoder.encode([query]), pool if mode == "hybrid" else k, filters)
+        semantic = semantic_hits(db, index, encoder.encode([query]), pool, filters, rollup_how)
     if mode in ("keyword", "hybrid"):
-        keyword = keyword_hits(db, query, pool if mode == "hybrid" else k, filters)
+        keyword = keyword_hits(db, query, pool, filters)
     hits = fuse(semantic, keyword) if mode == "hybrid" else semantic or keyword
     return to_results(db, hits, k, query)
 
 
 # ---- related coverage ------------------------------------------------------------------------------------
+
+MLT_TERMS = 25  # "more like this": the article's most distinctive words, by tf-idf
+MLT_CANDIDATE_WORDS = 60
+KEYWORD_WEIGHT = 0.3  # hybrid related score: 0.7 semantic + 0.3 normalised bm25 more-like-this
 
 
 def related(
@@ -214,29 +319,142 @@ def related(
     k: int = 10,
     filters: Filters | None = None,
     dim: int,
+    mode: str = "hybrid",
+    window: int | None = None,
+    other_outlets: bool = False,
 ) -> list[Result]:
-    """Other coverage of an article's story, queried with the article's own chunk vectors.
+    """Other coverage of an article's story, one row per near-duplicate group, best first.
 
-    A candidate's score is the mean, over the article's chunks, of its best match to that chunk (a soft
-    document-to-document similarity), so a story matching the whole article beats one sharing a paragraph.
-    The article itself and exact duplicates of its body are dropped.
+    Candidates come from the article's own chunk vectors and their mean (FAISS, pre-filtered) and from a
+    bm25 "more like this" query of its most distinctive words; each candidate is then scored exactly:
+    - semantic: the mean of the soft chunk-to-chunk match in both directions (each chunk's best match in the
+      other article, averaged) and the cosine of the two articles' mean vectors. Every chunk is embedded with
+      the title, so the title counts in every part of the article.
+    - keyword: bm25 of the more-like-this query, divided by the article's own score for it (0..1).
+    - hybrid: 0.7 semantic + 0.3 keyword: same-story coverage shares names and places as well as meaning.
+    The article itself and its (near) duplicates are dropped. `window` keeps articles published within that
+    many days of it; `other_outlets` ranks other outlets' coverage before its own outlet's.
     """
-    filters = filters or Filters()
-    rows = db.execute("select id, vector from chunks where article_id = ? order by seq", [article["id"]]).fetchall()
-    if not rows:
-        return []
-    queries = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-    excluded = {r[0] for r in db.execute("select id from articles where body_hash = ?", [article["body_hash"]])}
-    excluded.add(article["id"])
-    allowed = _allowed_chunks(db, filters) if filters.active() else None
-    fetch = max((k + len(excluded)) * 8, 64)
-    scores, ids = index.search(queries, fetch, allowed)
-    per_query = [rollup(db, s, i) for s, i in zip(scores, ids)]
-    floors = [min((v[0] for v in q.values()), default=0.0) for q in per_query]
-    candidates = set().union(*per_query) - excluded
-    hits = {}
-    for aid in candidates:
-        matches = [q.get(aid, (floor, None)) for q, floor in zip(per_query, floors)]
-        best = max((m for m in matches if m[1] is not None), key=lambda m: m[0])
-        hits[aid] = (float(np.mean([m[0] for m in matches])), best[1])
-    return to_results(db, hits, k)
+    if mode not in MODES:
+        raise ArchiveError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    filters = (filters or Filters()).within(article.get("published"), window)
+    scores = related_scores(db, index, article, k=k, filters=filters, dim=dim, mode=mode)
+    prefer = (article.get("outlet") or "") if other_outlets else None
+    return to_results(db, scores, k, exclude_groups_of=article["id"], prefer_other_than=prefer)
+
+
+def related_scores(
+    db, index: ChunkIndex, article: dict, *, k: int, filters: Filters, dim: int, mode: str = "hybrid"
+) -> dict[int, tuple[float, int | None]]:
+    """Candidate article id -> (score, best matching chunk id) for related coverage (see `related`)."""
+    aid = article["id"]
+    own = _article_vectors(db, [aid], dim).get(aid)
+    pool = max(k * 4, 40)
+    excluded = {m for m, _ in dedupe.group_members(db, [aid])[aid]} | {aid}
+    candidates: set[int] = set()
+    if mode != "keyword" and own is not None:
+        allowed = _allowed_chunks(db, filters) if filters.active() else None
+        if allowed is None or len(allowed):
+            queries = np.vstack([own[0], _unit(own[0].mean(axis=0))])
+            fetch = min(max(pool * 3, 64), index.ntotal)
+            _, ids = index.search(queries, fetch, allowed)
+            owners = _chunk_owners(db, [int(i) for i in np.unique(ids) if i >= 0])
+            best: dict[int, int] = {}
+            for rank_row in ids:
+                for rank, cid in enumerate(rank_row):
+                    owner = owners.get(int(cid))
+                    if owner is not None:
+                        best[owner] = min(best.get(owner, rank), rank)
+            candidates |= {a for a, _ in sorted(best.items(), key=lambda kv: kv[1])[: pool + len(excluded)]}
+    mlt: dict[int, float] = {}
+    query = None
+    if mode != "semantic":
+        query = MoreLikeThis(db, article)
+        mlt = query.hits(pool + len(excluded), filters)
+        candidates |= set(mlt)
+    candidates -= excluded
+    if not candidates:
+        return {}
+    if mode == "keyword":
+        return {c: (mlt[c], None) for c in candidates}
+    if mode == "hybrid":
+        missing = [c for c in candidates if c not in mlt]
+        if missing:
+            mlt.update(query.hits(len(missing), filters, only=missing))
+    vectors = _article_vectors(db, list(candidates), dim)
+    out = {}
+    for c in candidates:
+        if c not in vectors:
+            continue
+        sem, chunk = _semantic_similarity(own[0], *vectors[c]) if own is not None else (0.0, None)
+        if mode == "hybrid":
+            sem = (1 - KEYWORD_WEIGHT) * sem + KEYWORD_WEIGHT * mlt.get(c, 0.0)
+        out[c] = (sem, chunk)
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / (np.linalg.norm(v) or 1.0)).astype(np.float32)
+
+
+def _article_vectors(db, ids: list[int], dim: int) -> dict[int, tuple[np.ndarray, list[int]]]:
+    """Each article's chunk vectors in order (rows) with their chunk ids, from the database (the truth)."""
+    vecs: dict[int, list] = {}
+    cids: dict[int, list[int]] = {}
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        marks = ",".join("?" * len(part))
+        q = f"select article_id, id, vector from chunks where article_id in ({marks}) order by article_id, seq"
+        for aid, cid, blob in db.execute(q, part):
+            vecs.setdefault(aid, []).append(np.frombuffer(blob, dtype=np.float32))
+            cids.setdefault(aid, []).append(cid)
+    return {aid: (np.vstack(v).reshape(len(v), dim), cids[aid]) for aid, v in vecs.items()}
+
+
+SEMANTIC_SCORE = "both"  # chamfer | mean | both | lead (see _semantic_similarity)
+
+
+def _semantic_similarity(a: np.ndarray, b: np.ndarray, b_ids: list[int]) -> tuple[float, int]:
+    """Soft chunk matching both ways, averaged with the cosine of the mean vectors; and b's best chunk.
+
+    Measured alternatives (SEMANTIC_SCORE): "chamfer" alone, "mean" (cosine of mean vectors) alone, "lead"
+    (first chunks only: title and lead).
+    """
+    sims = a @ b.T
+    best = int(sims.max(axis=0).argmax())
+    if SEMANTIC_SCORE == "lead":
+        return float(sims[0, 0]), b_ids[best]
+    chamfer = 0.5 * (float(sims.max(axis=1).mean()) + float(sims.max(axis=0).mean()))
+    means = float(_unit(a.mean(axis=0)) @ _unit(b.mean(axis=0)))
+    score = {"chamfer": chamfer, "mean": means}.get(SEMANTIC_SCORE, 0.5 * (chamfer + means))
+    return score, b_ids[best]
+
+
+class MoreLikeThis:
+    """bm25 "more like this": an OR query of the article's most distinctive words (title words count
+    double, tf x bm25 idf), its scores divided by the article's own score for the query (about 0..1)."""
+
+    def __init__(self, db, article: dict):
+        self.db, self.article_id = db, article["id"]
+        terms = self.terms(db, (article.get("title") or "") + " ", article.get("body") or "")
+        self.match = " OR ".join(f'"{t}"' for t in terms) or None
+        own = _bm25(db, self.match, 1, Filters(), only=[self.article_id])
+        self.own = own.get(self.article_id, (0.0, None))[0]
+
+    @staticmethod
+    def terms(db, title: str, body: str) -> list[str]:
+        words = _WORD.findall(title * 2 + body)
+        tf = Counter(w for w in (x.lower() for x in words) if len(w) > 2 and not w.isdigit() and w not in STOP_WORDS)
+        n = db.execute("select count(*) from articles").fetchone()[0] or 1
+        scored = []
+        for w, f in tf.most_common(MLT_CANDIDATE_WORDS):
+            df = db.execute("select count(*) from articles_fts where articles_fts match ?", [f'"{w}"']).fetchone()[0]
+            if df > 1:  # a word only this article has matches nothing else
+                scored.append((f * math.log(1 + (n - df + 0.5) / (df + 0.5)), w))
+        return [w for _, w in sorted(scored, reverse=True)[:MLT_TERMS]]
+
+    def hits(self, k: int, filters: Filters, only: list[int] | None = None) -> dict[int, float]:
+        if not self.match or self.own <= 0:
+            return {}
+        hits = _bm25(self.db, self.match, k, filters, only=only)
+        return {aid: min(1.0, s / self.own) for aid, (s, _) in hits.items() if aid != self.article_id}

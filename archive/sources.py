@@ -222,7 +222,9 @@ def _jsonl_lines(lines: Iterable[tuple[int, str]], path: str, opts: _Options) ->
 
 
 def _read_jsonl(text: str, path: str, opts: _Options) -> Iterator[Record]:
-    return _jsonl_lines(enumerate(text.splitlines(), 1), path, opts)
+    # Only \n, \r\n and \r end a JSON Lines record: str.splitlines() would also split at U+2028, U+0085 and
+    # friends, which JSON allows raw inside strings, breaking valid records and miscounting lines.
+    return _jsonl_lines(enumerate(re.split("\r\n|\r|\n", text), 1), path, opts)
 
 
 def _read_json(text: str, path: str, opts: _Options) -> Iterator[Record]:
@@ -264,6 +266,9 @@ def _json_array(text: str, path: str, opts: _Options) -> Iterator[Record]:
         except json.JSONDecodeError as e:
             yield Rejection(origin, _json_error(e, with_line=True) + "; rest of the file skipped")
             return
+        except RecursionError:
+            yield Rejection(origin, "invalid JSON: nested too deeply; rest of the file skipped")
+            return
         yield _object_or_rejection(value, origin, opts)
         index += 1
         pos = _WS.match(text, pos).end()
@@ -294,16 +299,25 @@ def _sniff_dialect(text: str, path: str) -> type[csv.Dialect] | csv.Dialect:
     # The sniffer guesses from a sample; trust it only if it splits the header like the fallback would or
     # finds more columns than it.
     header = sample.split("\n", 1)[0]
-    ours = next(csv.reader([header], dialect), [])
-    theirs = next(csv.reader([header], fallback), [])
-    return dialect if len(ours) >= max(2, len(theirs)) else fallback
+    try:
+        ours = next(csv.reader([header], dialect), [])
+        theirs = next(csv.reader([header], fallback), [])
+    except csv.Error:  # e.g. a lone \r in the header: let the real reader report it with its line
+        return fallback
+    if len(ours) < max(2, len(theirs)):
+        return fallback
+    if not dialect.escapechar:  # the sniffer says doublequote=False when it sees no "" in the sample: RFC 4180
+        dialect.doublequote = True  # escapes quotes by doubling, and without an escapechar nothing else can
+    return dialect
 
 
 def _read_csv(text: str, path: str, opts: _Options) -> Iterator[Record]:
     csv.field_size_limit(2**31 - 1)  # bodies of several MB are real; the normaliser enforces the limit
-    reader = csv.reader(io.StringIO(text, newline=""), _sniff_dialect(text, path))
+    dialect = _sniff_dialect(text, path)
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
     header: list[str] | None = None
     last_line = 0
+    physical_lines = io.StringIO(text, newline="").readlines()
     while True:
         start = last_line + 1
         try:
@@ -323,9 +337,21 @@ def _read_csv(text: str, path: str, opts: _Options) -> Iterator[Record]:
         if len(row) != len(header):
             yield Rejection(origin, f"expected {len(header)} fields (as in the header), got {len(row)}")
             continue
+        if last_line >= len(physical_lines) and _ends_inside_quotes(physical_lines[start - 1 :], dialect):
+            # the lenient reader returns a half-written last row as if whole: never let it overwrite an article
+            yield Rejection(origin, "unterminated quoted field at the end of the file (truncated?)")
+            continue
         yield opts.article(dict(zip(header, row)), origin)
     if header is None:
         yield Rejection(path, "no header row")
+
+
+def _ends_inside_quotes(lines: list[str], dialect) -> bool:
+    try:
+        list(csv.reader(lines, dialect, strict=True))
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 # --- HTML, text ------------------------------------------------------------------------------------------

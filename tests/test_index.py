@@ -101,3 +101,107 @@ def test_writer_lock_refuses_a_second_writer(tmp_path):
                 pass
     with ix.writer_lock(tmp_path):  # released
         pass
+
+
+# ---- index types by size ---------------------------------------------------------------------------------
+
+
+def clustered(n, dim=32, seed=0):
+    """Unit vectors around 40 centres, closer to real embeddings than uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, dim))
+    v = centres[rng.integers(0, 40, n)] + 0.5 * rng.normal(size=(n, dim))
+    v = v.astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def recall_at_10(index, vecs, ids, queries):
+    _, got = index.search(queries, 10)
+    exact = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
+    return np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact)])
+
+
+def test_choose_kind_by_size_and_override():
+    assert ix.choose_kind(1000) == "flat"
+    assert ix.choose_kind(ix.FLAT_MAX + 1) == "ivf"
+    assert ix.choose_kind(10, "ivf-sq8") == "ivf-sq8"
+    with pytest.raises(ArchiveError, match="index type must be one of"):
+        ix.choose_kind(10, "hnsw-pq")
+
+
+@pytest.fixture(params=["ivf", "ivf-sq8"])
+def ivf_index(request):
+    vecs = clustered(4000)
+    ids = np.arange(10, 4010, dtype=np.int64)
+    return ix.build(32, ids, vecs, request.param), vecs, ids
+
+
+def test_ivf_kinds_recall_and_ids(ivf_index):
+    index, vecs, ids = ivf_index
+    assert index.kind in ("ivf", "ivf-sq8") and index.ntotal == 4000
+    assert sorted(index.ids()) == list(ids)
+    assert recall_at_10(index, vecs, ids, clustered(50, seed=3)) >= 0.9
+    got = index.vectors(ids[[0, 17, 3999]])
+    assert np.abs(got - vecs[[0, 17, 3999]]).max() <= index.tolerance
+
+
+def test_ivf_prefilter_is_exact_over_allowed_ids(ivf_index):
+    index, vecs, ids = ivf_index
+    allowed = ids[::97]
+    q = clustered(1, seed=5)
+    _, got = index.search(q, 5, allowed)
+    exact = allowed[np.argsort(-(q @ vecs[::97].T)[0])[:5]]
+    assert set(got[0]) == set(exact)
+
+
+def test_ivf_remove_and_add(ivf_index):
+    index, vecs, ids = ivf_index
+    assert index.remove([10, 11, 12]) == 3
+    assert index.ntotal == 3997 and not {10, 11, 12} & set(index.ids())
+    index.add(np.array([99999]), vecs[:1])
+    _, got = index.search(vecs[:1], 1)
+    assert got[0][0] == 99999
+
+
+def test_ivf_save_load_keeps_kind_and_nprobe(tmp_path, ivf_index):
+    index, vecs, ids = ivf_index
+    index.nprobe = 7
+    m = ix.save(index, tmp_path, model_fingerprint="abc", db_generation=1)
+    assert m.index_type == index.kind and m.max_chunk_id == 4009
+    loaded, _ = ix.load(tmp_path, check_sha=True)
+    assert loaded.kind == index.kind and loaded.nprobe == 7
+    assert np.array_equal(loaded.search(vecs[:3], 10)[1], index.search(vecs[:3], 10)[1])
+
+
+def test_sq8_uses_a_quarter_of_flat_memory():
+    vecs, ids = clustered(4000), np.arange(4000)
+    flat = len(faiss_bytes(ix.build(32, ids, vecs, "flat")))
+    sq8 = len(faiss_bytes(ix.build(32, ids, vecs, "ivf-sq8")))
+    ids_bytes, centroids = 8 * 4000, ix.ivf_lists(4000) * 32 * 4
+    assert sq8 - ids_bytes - centroids <= (flat - ids_bytes) / 4 + 4096  # vectors: 1 byte a dimension, not 4
+
+
+def faiss_bytes(index):
+    import faiss
+
+    return faiss.serialize_index(index.index)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivf-sq8"])
+def test_archive_rebuilds_verifies_and_searches_with_ivf_kinds(sample_archive, tmp_path, kind):
+    import shutil
+
+    from archive import Archive
+
+    shutil.copy(sample_archive.db_path, tmp_path / "a.db")
+    arc = Archive(tmp_path / "a.db", tmp_path / "idx")
+    try:
+        assert arc.rebuild_index(index_type=kind).index_type == kind
+        assert arc.verify().problems == []
+        assert arc.stats()["index"]["type"] == kind
+        assert arc.search("Cyclone Debbie hits Queensland", k=3, mode="semantic")
+        first = arc.search("avalanche", k=1, mode="semantic")[0]
+        arc.delete([first.id])  # IVF removes natively
+        assert arc.verify().problems == []
+    finally:
+        arc.close()

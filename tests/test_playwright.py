@@ -19,6 +19,8 @@ from archive import Archive
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SCRIPT_TITLE = "<script>alert(1)</script>"
+IMG_TITLE = "<img src=x onerror=alert(2)> Tram lines closed in Vienna"
+HOSTILE_OUTLET = '"><svg onload=alert(3)>'
 
 try:
     from playwright.sync_api import sync_playwright
@@ -31,6 +33,7 @@ if sync_playwright is None or not Path(CHROMIUM).exists():
     pytest.skip("playwright or /usr/bin/chromium is missing", allow_module_level=True)
 
 pytestmark = pytest.mark.browser
+IMG_ID = 0
 
 
 def free_port() -> int:
@@ -61,10 +64,17 @@ def server(sample_archive, tmp_path_factory):
     (base / "xss.jsonl").write_text(json.dumps({
         "title": SCRIPT_TITLE, "outlet": "example.org", "published": "2017-04-01", "url": "https://example.org/x",
         "body": "A zebra escaped from a circus in Vienna and trotted along the Ringstrasse before keepers caught it.",
+    }) + "\n" + json.dumps({
+        "title": IMG_TITLE, "outlet": HOSTILE_OUTLET, "published": "2017-04-02", "url": "https://example.org/y",
+        "subtitle": "<iframe src=javascript:alert(4)>", "byline": "<b onmouseover=alert(5)>x</b>",
+        "body": "Police closed two tram lines in Vienna after a zebra ran along the Ringstrasse. "
+                "<script>alert(6)</script> <img src=x onerror=alert(7)> Keepers caught it by the opera house.",
     }) + "\n")
     arc = Archive(base / "archive.db", base / "indexes")
     arc.load([str(base / "xss.jsonl")])
     xss_id = arc.article("https://example.org/x")["id"]
+    global IMG_ID
+    IMG_ID = arc.article("https://example.org/y")["id"]
     arc.close()
     port = free_port()
     script = Path(sys.executable).parent / "archive"
@@ -119,4 +129,26 @@ def test_script_title_never_runs(server, page):
         page.goto(url + path)
         page.wait_for_load_state("load")
         assert SCRIPT_TITLE in page.locator("body").inner_text(), path
+    assert dialogs == []
+
+
+def test_hostile_titles_outlets_bodies_and_queries_never_run(server, page):
+    """<img onerror>, <svg onload>, <iframe javascript:> in every field, and in the query itself."""
+    from urllib.parse import quote
+
+    url, xss_id = server
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    paths = ["/archive/-/semantic?q=zebra+tram+lines+Vienna&mode=semantic", "/archive/-/semantic",
+             f"/archive/-/semantic?q=tram&outlet={quote(HOSTILE_OUTLET)}", f"/archive/articles/{IMG_ID}",
+             f"/archive/articles/{IMG_ID}/-/related", f"/archive/articles/{xss_id}/-/related",
+             "/archive/articles?_search=zebra", f"/archive/articles?outlet={quote(HOSTILE_OUTLET)}",
+             "/archive/-/semantic?q=" + quote("<img src=x onerror=alert(8)>") + "&mode=keyword",
+             "/archive/-/semantic?q=x&since=" + quote("<script>alert(9)</script>")]
+    for path in paths:
+        page.goto(url + path)
+        page.wait_for_load_state("load")
+    page.goto(url + "/archive/-/semantic?q=zebra+tram+lines+Vienna&mode=semantic")
+    assert IMG_TITLE in page.locator(".na-results").inner_text()
+    assert page.locator(".na-results img, .na-results svg, .na-results iframe").count() == 0
     assert dialogs == []

@@ -69,3 +69,51 @@ async def test_sql_functions_unavailable_to_those_denied_the_database(sample_arc
     allowed = await ds.client.get("/archive.json", params={"sql": "select semantic_search('avalanche', 3) as h",
                                                            "_shape": "array"}, cookies=cookies(ds, True))
     assert allowed.status_code == 200 and allowed.json()[0]["h"].startswith("[")
+
+
+DENIED_ONLY_PATHS = [  # for those denied, no answer may differ by what exists or what was asked
+    "/archive/articles/999999/-/related.json",
+    "/archive/articles/abc/-/related.json",
+    "/archive/articles/1/-/related.json?k=100000",
+    "/archive/-/semantic.json?q=x&k=999",
+    "/archive/-/semantic.json?q=" + "x" * 2000,
+    "/archive/-/semantic.json?q=x&mode=%27%20OR%201%3D1",
+]
+
+
+@pytest.mark.parametrize("path", DENIED_ONLY_PATHS)
+async def test_denied_answers_do_not_reveal_what_exists_or_validate_input(restricted, path):
+    _, ds = restricted
+    response = await ds.client.get(path)
+    assert response.status_code == 403 and response.json() == {"ok": False, "error": DENIED}
+
+
+async def test_canned_queries_and_other_databases_under_restriction(restricted, tmp_path):
+    """The project's metadata.yml (with its canned queries) plus each restriction; a second, open database."""
+    import copy
+    import sqlite3
+    from pathlib import Path
+
+    import yaml
+
+    name, ds = restricted
+    metadata = yaml.safe_load((Path(__file__).resolve().parent.parent / "metadata.yml").read_text())
+    if name == "instance":
+        metadata["allow"] = ROOT_ONLY
+    elif name == "database":
+        metadata["databases"]["archive"]["allow"] = ROOT_ONLY
+    else:
+        metadata["databases"]["archive"]["tables"]["articles"]["allow"] = ROOT_ONLY
+    other = tmp_path / "open.db"
+    sqlite3.connect(other).execute("create table t (x)").connection.commit()
+    both = Datasette([str(ds.databases["archive"].path), str(other)], metadata=copy.deepcopy(metadata))
+    for canned in ("/archive/semantic.json?q=avalanche&_shape=array", "/archive/related.json?article_id=1"):
+        response = await both.client.get(canned)
+        assert response.status_code in (400, 403), (canned, response.status_code)
+        assert response.status_code == 403 or not response.json().get("rows"), canned
+    if name == "instance":
+        return
+    page = (await both.client.get("/open/t")).text  # the menu is on every page
+    assert 'href="/archive/-/semantic"' not in page  # the denied archive has no menu link, even beside another db
+    sql = await both.client.get("/open.json", params={"sql": "select semantic_search('avalanche', 3)"})
+    assert sql.status_code == 400 and "no such function" in sql.json()["error"]  # no way in from another database

@@ -1,9 +1,13 @@
 """Search and related coverage on a real archive: real articles, the bundled model, FAISS and SQLite."""
 
+from datetime import date
+
 import pytest
 
 from archive import ArchiveError
 from archive.search import Filters, fts_query
+
+RESULT_KEYS = {"id", "url", "title", "outlet", "published", "score", "passage"}
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +26,9 @@ def test_fts_query_is_safe_for_any_user_text(arc, text):
     arc.db.execute("select count(*) from articles_fts where articles_fts match ?", [match]).fetchone()
 
 
-def test_semantic_search_finds_the_story_by_meaning(arc, sample_archive):
-    results = arc.search("tropical storm batters the Queensland coast", k=5)
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_search_finds_the_story_by_meaning(arc, sample_archive, mode):
+    results = arc.search("tropical storm batters the Queensland coast", k=5, mode=mode)
     debbie = set(sample_archive.story_urls["debbie"])
     assert sum(r.url in debbie for r in results) >= 4
     assert results == sorted(results, key=lambda r: -r.score)
@@ -83,3 +88,105 @@ def test_filters_dataclass_builds_parameterised_sql():
     where, params = Filters("bbc.co.uk", "2017-03-01", "2017-03-31").sql()
     assert "?" in where and "bbc" not in where
     assert params == ["bbc.co.uk", "2017-03-01", "2017-04-01"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"Cyclone Debbie" AND (Queensland OR', "what's NEAR(the) avalanche? -hotel* ^rigopiano", "the of and avalanche"],
+)
+def test_keyword_mode_takes_any_user_text_and_requires_no_word(arc, sample_archive, text):
+    results = arc.search(text + " zzzunknownword", k=3, mode="keyword")
+    story = "debbie" if "Debbie" in text else "avalanche"
+    assert results and results[0].url in sample_archive.story_urls[story]
+
+
+def test_keyword_query_of_only_stop_words_still_answers(arc):
+    assert arc.search("what is the", k=3, mode="keyword") is not None
+
+
+def _rare_outlet(arc):
+    """The outlet with the fewest articles (at least 2): about 1% of the sample archive."""
+    return arc.db.execute(
+        "select outlet, count(*) n from articles group by outlet having n >= 2 order by n, outlet limit 1"
+    ).fetchone()
+
+
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_a_filter_matching_one_percent_still_returns_k(arc, mode):
+    outlet, n = _rare_outlet(arc)
+    total = arc.db.execute("select count(*) from articles").fetchone()[0]
+    assert n / total < 0.05
+    results = arc.search("cyclone hits the coast", k=n, outlet=outlet, mode=mode)
+    groups = arc.db.execute(
+        "select count(distinct g.group_id) from article_groups g join articles a on a.id = g.article_id "
+        "where a.outlet = ?",
+        [outlet],
+    ).fetchone()[0]
+    assert len(results) == groups and {r.outlet for r in results} == {outlet}
+
+
+def test_a_narrow_date_filter_still_returns_k(arc):
+    day = arc.db.execute(
+        "select substr(published, 1, 10) d, count(*) n from articles where published is not null "
+        "group by d having n >= 2 order by n limit 1"
+    ).fetchone()
+    results = arc.search("news", k=day[1], since=day[0], until=day[0], mode="hybrid")
+    assert len(results) >= day[1] - 1 and all(r.published[:10] == day[0] for r in results)
+
+
+@pytest.mark.parametrize("mode", ["semantic", "keyword", "hybrid"])
+def test_related_with_a_rare_outlet_filter_still_returns_k(arc, sample_archive, mode):
+    outlet, n = _rare_outlet(arc)
+    article = arc.article(sample_archive.story_urls["debbie"][0])
+    results = arc.related(article["id"], k=n, outlet=outlet, mode=mode)
+    assert {r.outlet for r in results} <= {outlet}
+    if mode != "keyword":  # keyword needs a shared word; the semantic side always finds every allowed article
+        assert len(results) >= n - 1
+
+
+@pytest.mark.parametrize("mode", ["semantic", "keyword", "hybrid"])
+def test_every_related_mode_finds_the_story(arc, sample_archive, mode):
+    urls = sample_archive.story_urls["avalanche"]
+    article = arc.article(urls[0])
+    results = arc.related(article["id"], k=5, mode=mode)
+    # "avalanche" holds several avalanches; bm25 more-like-this (the baseline mode) mixes them up more
+    assert sum(r.url in urls for r in results) >= (2 if mode == "keyword" else 4), [
+        (r.outlet, r.title) for r in results
+    ]
+    assert results == sorted(results, key=lambda r: -r.score)
+
+
+def test_related_window_keeps_to_the_days_around_the_article(arc, sample_archive):
+    article = arc.article(sample_archive.story_urls["debbie"][0])
+    day = date.fromisoformat(article["published"][:10])
+    results = arc.related(article["id"], k=20, window=2)
+    assert results and all(abs((date.fromisoformat(r.published[:10]) - day).days) <= 2 for r in results)
+
+
+def test_related_other_outlets_come_first(arc, sample_archive):
+    article = arc.article(sample_archive.story_urls["debbie"][0])
+    results = arc.related(article["id"], k=15, other_outlets=True)
+    own = [r.outlet == article["outlet"] for r in results]
+    assert own == sorted(own), own  # every other outlet's result before any of its own outlet's
+
+
+def test_results_keep_the_json_shape(arc, sample_archive):
+    article = arc.article(sample_archive.story_urls["kim_jong_nam"][0])
+    for r in arc.related(article["id"], k=10) + arc.search("Kim Jong-nam killed at airport", k=10):
+        d = r.to_dict()
+        assert RESULT_KEYS <= set(d) <= RESULT_KEYS | {"also"}
+        assert "also" not in d or (d["also"] and all(isinstance(o, str) for o in d["also"]))
+
+
+def test_search_and_related_show_one_row_per_near_duplicate_group(arc):
+    rows = arc.db.execute(
+        "select group_id, count(*) n from article_groups group by group_id having n > 1 limit 1"
+    ).fetchone()
+    if rows is None:
+        pytest.skip("no near-duplicate group in the slice")
+    members = {r[0] for r in arc.db.execute("select article_id from article_groups where group_id = ?", [rows[0]])}
+    title = arc.db.execute("select title from articles where id = ?", [rows[0]]).fetchone()[0]
+    ids = [r.id for r in arc.search(title, k=30)]
+    assert len(set(ids) & members) <= 1
+    other = sorted(members)[0]
+    assert not {r.id for r in arc.related(other, k=30)} & members

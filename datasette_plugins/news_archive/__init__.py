@@ -18,7 +18,9 @@ DB = r"(?P<database>[^/]+)"
 def register_routes():
     return [
         (rf"^/{DB}/-/semantic(?P<format>\.json)?$", views.semantic),
-        (rf"^/{DB}/articles/(?P<id>\d+)/-/related(?P<format>\.json)?$", views.related),
+        # Any id segment: a non-numeric one gets the plugin's 400, not Datasette's 404 page (which, in 0.65 with
+        # `rich` installed, raises outside an except block and answers 500).
+        (rf"^/{DB}/articles/(?P<id>[^/]+)/-/related(?P<format>\.json)?$", views.related),
     ]
 
 

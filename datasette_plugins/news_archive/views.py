@@ -14,9 +14,7 @@ from datasette import Response
 from datasette.utils import add_cors_headers, tilde_decode
 from datasette.utils.asgi import BadRequest, Base400, NotFound
 
-from archive import ArchiveError
-from archive.index import IndexCorrupt, IndexMissing
-from archive.store import ArticleNotFound
+from archive import ArchiveError, ArticleNotFound, IndexCorrupt, IndexMissing
 
 from .archives import archives
 from .permissions import ensure_can_view
@@ -56,6 +54,13 @@ def parse_k(value: str | None) -> int:
     if not 1 <= k <= MAX_K:
         raise BadRequest(f"k must be from 1 to {MAX_K}")
     return k
+
+
+def parse_id(value: str) -> int:
+    """An article id from the path: digits only (after the permission check, so it reveals nothing)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise BadRequest("the article id must be a whole number")
+    return int(value)
 
 
 def parse_date(value: str | None, name: str) -> str:
@@ -162,7 +167,7 @@ async def related(datasette, request):
     """/<db>/articles/<id>/-/related and its .json"""
     database, handle = await archive_for(datasette, request)
     k = parse_k(request.args.get("k"))
-    article_id = int(request.url_vars["id"])
+    article_id = parse_id(request.url_vars["id"])
     article, results = await library_call(handle, lambda arc: (arc.article(article_id), arc.related(article_id, k=k)))
     if wants_json(request):
         return json_response(datasette, {"query": str(article_id), "results": [r.to_dict() for r in results]})

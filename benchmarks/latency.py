@@ -1,0 +1,193 @@
+"""Query latency: p50/p95 of semantic and related queries through Datasette's JSON API, and the first answer.
+
+    python -m benchmarks.latency                          # 10k and 100k chunks
+    python -m benchmarks.latency --sizes 10000,100000,1000000
+
+Each archive is synthesised from the real corpus: NewsArticles titles and text (cycled, made unique), four
+chunks an article, chunk vectors mixed from real sentence vectors (see benchmarks/ann.py), recorded as
+embedded by the onnx backend so the query encoder is torch-free. Queries are real article titles. Requests
+go through Datasette in-process (`datasette.client`, the full ASGI stack, no sockets), warm; the library
+call (`Archive.search` / `related`) is timed beside it as the baseline. "first answer" starts
+`archive serve` and polls /<db>/-/semantic.json until it answers 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from archive import Archive, store
+from archive.embed import Encoder
+from archive.sample import fetch_news_articles
+
+from .ann import real_vectors, synthesise
+
+PER_ARTICLE = 4
+
+
+def corpus_rows() -> list[dict]:
+    csv.field_size_limit(1 << 30)
+    with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if r["text"].strip() and r["title"].strip()]
+
+
+def make_archive(path: Path, index_dir: Path, n_chunks: int, rows: list[dict], base: np.ndarray) -> None:
+    db = store.open_db(str(path), create=True)
+    enc = Encoder(backend="onnx")
+    store.set_meta(db, model_path=str(enc.path), **enc.describe())
+    n_articles = n_chunks // PER_ARTICLE
+    vecs = synthesise(base, n_articles * PER_ARTICLE, seed=n_chunks)
+    outlets = ["BBC", "CNN", "Al Jazeera", "TASS", "DW", "RTE", "ABC News", "HuffPost", "China Daily"]
+    cid = 1
+    for start in range(0, n_articles, 10_000):
+        arts, chunks = [], []
+        for aid in range(start + 1, min(start + 10_000, n_articles) + 1):
+            row = rows[aid % len(rows)]
+            body = f"{row['text'][:800]} [{aid}]"
+            h = hashlib.sha1(body.encode()).hexdigest()
+            day = 1 + aid % 28
+            arts.append((aid, f"synth:{aid}", f"https://example.org/{aid}", outlets[aid % 9], row["title"],
+                         f"2017-03-{day:02d}", "en", body, h, h))  # fmt: skip
+            step = len(body) // PER_ARTICLE
+            for seq in range(PER_ARTICLE):
+                text = body[seq * step : (seq + 1) * step]
+                chunks.append(
+                    (cid, aid, seq, seq * step, (seq + 1) * step, text, h[:8] + str(seq), vecs[cid - 1].tobytes())
+                )
+                cid += 1
+        db.conn.executemany(
+            "insert into articles (id, identity, url, outlet, title, published, language, body, content_hash,"
+            " body_hash) values (?,?,?,?,?,?,?,?,?,?)", arts,
+        )  # fmt: skip
+        db.conn.executemany(
+            'insert into chunks (id, article_id, seq, start, "end", text, content_hash, vector)'
+            " values (?,?,?,?,?,?,?,?)",
+            chunks,
+        )
+        db.conn.commit()
+    store.set_meta(db, generation="1", next_chunk_id=str(cid))
+    db.conn.close()
+    arc = Archive(path, index_dir)
+    arc.rebuild_index()
+    arc.close()
+
+
+def pct(times: list[float]) -> tuple[float, float]:
+    return float(np.percentile(times, 50) * 1000), float(np.percentile(times, 95) * 1000)
+
+
+def measure(path: Path, index_dir: Path, queries: list[str], article_ids: list[int]) -> dict:
+    os.environ["NEWS_ARCHIVE_INDEX_DIR"] = str(index_dir)
+    from datasette.app import Datasette
+
+    arc = Archive(path, index_dir)
+    arc.search(queries[0], mode="semantic")  # warm: model, index
+    out = {}
+
+    def timed(fn, items):
+        times = []
+        for item in items:
+            t = time.perf_counter()
+            fn(item)
+            times.append(time.perf_counter() - t)
+        return pct(times)
+
+    out["semantic lib"] = timed(lambda q: arc.search(q, mode="semantic"), queries)
+    out["related lib"] = timed(lambda a: arc.related(a), article_ids)
+    ds = Datasette([str(path)])
+    name = path.stem
+
+    async def http():
+        async def get(url):
+            r = await ds.client.get(url)
+            assert r.status_code == 200, (url, r.status_code, r.text[:300])
+
+        await get(f"/{name}/-/semantic.json?mode=semantic&q=warm")
+        res = {}
+        for label, urls in (
+            ("semantic http", [f"/{name}/-/semantic.json?mode=semantic&q={urllib.parse.quote(q)}" for q in queries]),
+            ("related http", [f"/{name}/articles/{a}/-/related.json" for a in article_ids]),
+        ):
+            times = []
+            for u in urls:
+                t = time.perf_counter()
+                await get(u)
+                times.append(time.perf_counter() - t)
+            res[label] = pct(times)
+        return res
+
+    out.update(asyncio.run(http()))
+    arc.close()
+    return out
+
+
+def first_answer_s(path: Path, index_dir: Path, timeout: float = 120) -> float:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "archive.cli", "serve", "--db", str(path), "--index-dir", str(index_dir),
+           "-p", str(port)]  # fmt: skip
+    if (Path(sys.executable).parent / "archive").exists():
+        cmd = [str(Path(sys.executable).parent / "archive"), *cmd[3:]]
+    url = f"http://127.0.0.1:{port}/{path.stem}/-/semantic.json?mode=semantic&q=flooding"
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < timeout:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                time.sleep(0.05)
+        return float("nan")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args(argv)
+    rows, base = corpus_rows(), real_vectors()
+    queries = [r["title"] for r in rows[-args.queries :]]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            path, index_dir = Path(tmp) / f"synth{n}.db", Path(tmp) / f"idx{n}"
+            t = time.perf_counter()
+            make_archive(path, index_dir, n, rows, base)
+            build = time.perf_counter() - t
+            ids = list(np.linspace(1, n // PER_ARTICLE, args.queries).astype(int))
+            m = measure(path, index_dir, queries, [int(i) for i in ids])
+            m["first answer"] = (first_answer_s(path, index_dir), None)
+            kind = Archive(path, index_dir).stats()["index"]["type"]
+            results.append({"chunks": n, "index": kind, "build_s": build, **m})
+    print(f"query latency, warm, {args.queries} queries each (ms); first answer from `archive serve` start (s)")
+    print(f"{'chunks':>9} {'index':6}" + "".join(f"{k:>22}" for k in results[0] if " " in k))
+    for r in results:
+        cells = []
+        for k, v in r.items():
+            if " " in k:
+                cells.append(f"{v[0]:>10.2f} s" if v[1] is None else f"p50 {v[0]:6.1f} p95 {v[1]:6.1f}")
+        print(f"{r['chunks']:>9,} {r['index']:6}" + "".join(f"{c:>22}" for c in cells))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The Encoder with the real bundled model, on both backends (the ONNX export is cached after the first run)."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from archive import Archive
+from archive.embed import Encoder
+from archive.models import ArchiveError
+
+SIMILAR = (
+    "Cyclone Debbie made landfall in Queensland, bringing destructive winds and flooding.",
+    "The storm hit the Queensland coast with heavy rain and gales, flooding towns.",
+)
+UNRELATED = "The central bank left interest rates unchanged and said inflation was on target."
+
+
+@pytest.fixture(scope="module")
+def torch_encoder():
+    return Encoder()
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder():
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    return Encoder(backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def news_texts(news_csv):
+    """Sixteen real article bodies (long enough to fill the 256-token window) and four short titles."""
+    csv.field_size_limit(1 << 30)
+    with open(news_csv, newline="", encoding="utf-8") as f:
+        rows = [r for _, r in zip(range(400), csv.DictReader(f))]
+    bodies = [r["text"] for r in rows if len(r["text"]) > 1500][:16]
+    titles = [r["title"] for r in rows if r["title"].strip()][:4]
+    return bodies + titles
+
+
+@pytest.fixture(params=["torch", "onnx"])
+def encoder(request, torch_encoder, onnx_encoder):
+    return torch_encoder if request.param == "torch" else onnx_encoder
+
+
+def test_dimensions_and_unit_norm(encoder):
+    vecs = encoder.encode(["hello world", "a much longer sentence about flooding in northern Queensland"])
+    assert vecs.shape == (2, encoder.dimensions) == (2, 384)
+    assert vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_empty_input(encoder):
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_order_is_preserved(encoder):
+    texts = ["short", UNRELATED, SIMILAR[0] * 3, "a medium length sentence about nothing much"]
+    together = encoder.encode(texts)
+    alone = np.vstack([encoder.encode([t]) for t in texts])
+    # int8 activations are quantised per batch (padding included), so very different batch-mates move a
+    # vector a little; the encoder sorts by length, so real batches are of like texts
+    floor = 0.999 if encoder.backend == "torch" else 0.97
+    assert np.all(np.sum(together * alone, axis=1) > floor)
+    assert np.argmax(together @ alone.T, axis=1).tolist() == [0, 1, 2, 3]
+
+
+def test_similar_texts_are_closer_than_unrelated(encoder):
+    a, b, c = encoder.encode([*SIMILAR, UNRELATED])
+    assert a @ b > 0.6
+    assert a @ b > a @ c + 0.3
+
+
+def test_onnx_matches_torch_on_real_text(torch_encoder, onnx_encoder, news_texts):
+    ref = torch_encoder.encode(news_texts)
+    got = onnx_encoder.encode(news_texts)
+    cos = np.sum(ref * got, axis=1)
+    assert cos.min() > 0.98, cos
+    assert cos.mean() > 0.99, cos
+
+
+def test_backend_is_part_of_the_identity(torch_encoder, onnx_encoder):
+    assert torch_encoder.model_fingerprint == onnx_encoder.model_fingerprint
+    assert torch_encoder.fingerprint != onnx_encoder.fingerprint
+    assert onnx_encoder.describe()["backend"] == "onnx"
+    assert onnx_encoder.describe()["model_fingerprint"] == onnx_encoder.fingerprint
+    assert onnx_encoder.onnx_path.exists() and onnx_encoder.model_fingerprint in str(onnx_encoder.onnx_path)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ArchiveError, match="backend must be one of"):
+        Encoder(backend="tensorrt")
+
+
+def test_archive_refuses_to_mix_backends(sample_archive):
+    arc = Archive(sample_archive.db_path, sample_archive.index_dir, backend="onnx")
+    try:
+        with pytest.raises(ArchiveError, match="incompatible vectors.*--backend onnx"):
+            _ = arc.encoder
+    finally:
+        arc.close()
+
+
+def test_onnx_query_path_does_not_import_torch(onnx_encoder):
+    onnx_encoder.encode(["make sure the export exists"])
+    code = (
+        "import sys; from archive.embed import Encoder; "
+        "v = Encoder(backend='onnx').encode(['flooding in Queensland']); "
+        "assert v.shape == (1, 384); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
