@@ -209,6 +209,7 @@ class Archive:
 
     def _writable_index(self) -> ix.ChunkIndex:
         """The index, brought level with the database first (a crashed load may have left it behind)."""
+        dedupe.backfill(self.db)  # likewise the duplicate groups, written just after each batch's commit
         try:
             index, manifest = ix.load(self.index_dir)
         except ArchiveError:
@@ -318,9 +319,13 @@ class Archive:
             ).fetchone()[0]
             if orphans:
                 report.problems.append(f"{orphans} chunks belong to no article")
+            ungrouped = len(dedupe.ungrouped(self.db))
+            if ungrouped:
+                report.problems.append(f"{ungrouped} articles have no near-duplicate signature")
             if repair and report.problems:
                 self.db.execute("delete from chunks where article_id not in (select id from articles)")
                 self.db.conn.commit()
+                dedupe.backfill(self.db)
                 index = self._build_index()
                 self._save(index)
                 report.indexed, report.repaired = index.ntotal, True

@@ -129,15 +129,16 @@ def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
             db.execute("delete from article_groups where article_id = ?", [aid])
 
 
-def backfill(db: sqlite_utils.Database) -> int:
-    """Group every article that has no signature yet (an archive loaded before grouping existed)."""
+def ungrouped(db: sqlite_utils.Database) -> list[int]:
+    """Articles with no signature: loaded before grouping existed, or by a load killed between its commits."""
     ensure_schema(db)
-    missing = [
-        r[0]
-        for r in db.execute(
-            "select id from articles where id not in (select article_id from article_minhash) order by id"
-        )
-    ]
+    sql = "select id from articles where id not in (select article_id from article_minhash) order by id"
+    return [r[0] for r in db.execute(sql)]
+
+
+def backfill(db: sqlite_utils.Database) -> int:
+    """Group every article that has no signature yet."""
+    missing = ungrouped(db)
     for start in range(0, len(missing), 500):
         update(db, missing[start : start + 500])
     return len(missing)

@@ -146,3 +146,12 @@ def test_stats(sample_archive):
     assert s["articles"] > 100 and s["chunks"] > s["articles"]
     assert s["model"] == "all-MiniLM-L6-v2" and s["dimensions"] == 384
     assert s["index"]["vectors"] == s["chunks"] and s["earliest"] <= s["latest"]
+
+
+def test_verify_reports_and_repairs_missing_duplicate_signatures(sample_copy):
+    sample_copy.db.execute("delete from article_minhash where article_id in (select id from articles limit 3)")
+    sample_copy.db.conn.commit()
+    report = sample_copy.verify()
+    assert "3 articles have no near-duplicate signature" in report.problems
+    assert sample_copy.verify(repair=True).repaired
+    assert sample_copy.verify().problems == []
