@@ -198,3 +198,9 @@ async def test_new_articles_appear_without_restart_and_are_escaped(sample_archiv
         html = (await ds.client.get(path)).text
         assert SCRIPT_TITLE not in html, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
+
+
+async def test_an_unknown_url_is_a_plain_404_even_with_rich_installed(ds):
+    pytest.importorskip("rich")
+    assert (await ds.client.get("/no/such/page/anywhere")).status_code == 404
+    assert (await ds.client.get("/archive/no-such-table.json")).status_code == 404

@@ -18,14 +18,24 @@ DB = r"(?P<database>[^/]+)"
 def register_routes():
     return [
         (rf"^/{DB}/-/semantic(?P<format>\.json)?$", views.semantic),
-        # Any id segment: a non-numeric one gets the plugin's 400, not Datasette's 404 page (which, in 0.65 with
-        # `rich` installed, raises outside an except block and answers 500).
+        # Any id segment: a non-numeric one gets the plugin's own 400 rather than a bare 404.
         (rf"^/{DB}/articles/(?P<id>[^/]+)/-/related(?P<format>\.json)?$", views.related),
     ]
 
 
+def _quiet_rich_tracebacks() -> None:
+    """Datasette 0.65's error hook prints a rich traceback even for a plain 404 raised outside an `except`
+    block, where rich itself raises, so every unknown URL answered 500 whenever rich is installed (and
+    transformers installs it). Turn that console nicety off; the error pages are unchanged."""
+    from datasette import handle_exception
+
+    handle_exception.rich = None
+
+
 @hookimpl
 def startup(datasette):
+    _quiet_rich_tracebacks()
+
     async def inner():
         validate_config(datasette)
         registry = archives(datasette)
