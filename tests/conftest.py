@@ -69,3 +69,13 @@ def sample_archive(news_csv, tmp_path_factory) -> SampleArchive:
     arc.load([str(csv_path)])
     arc.close()
     return SampleArchive(base / "archive.db", base / "indexes", csv_path, story_urls)
+
+
+@pytest.fixture(scope="session")
+def debbie_ids(sample_archive) -> list[int]:
+    """Ids of the sample's Cyclone Debbie articles (several outlets' reports of one story)."""
+    arc = sample_archive.open()
+    try:
+        return [arc.article(url)["id"] for url in sample_archive.story_urls["debbie"]]
+    finally:
+        arc.close()

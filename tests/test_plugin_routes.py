@@ -20,15 +20,6 @@ def ds(sample_archive):
     return Datasette([str(sample_archive.db_path)])
 
 
-@pytest.fixture(scope="module")
-def debbie_ids(sample_archive):
-    arc = sample_archive.open()
-    try:
-        return [arc.article(url)["id"] for url in sample_archive.story_urls["debbie"]]
-    finally:
-        arc.close()
-
-
 def copy_archive(sample_archive, dest: Path) -> tuple[Path, Path]:
     """A writable copy of the session archive (database and index) under dest."""
     shutil.copy(sample_archive.db_path, dest / "archive.db")

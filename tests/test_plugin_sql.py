@@ -21,15 +21,6 @@ def ds(sample_archive):
     return Datasette([str(sample_archive.db_path)], metadata=yaml.safe_load(METADATA.read_text()))
 
 
-@pytest.fixture(scope="module")
-def debbie_ids(sample_archive):
-    arc = sample_archive.open()
-    try:
-        return [arc.article(url)["id"] for url in sample_archive.story_urls["debbie"]]
-    finally:
-        arc.close()
-
-
 async def sql(ds, query: str, **params):
     response = await ds.client.get("/archive.json", params={"sql": query, "_shape": "array", **params})
     return response.status_code, response.json()
