@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import numpy as np
 import sqlite_utils
 
+from .store import transaction
+
 SHINGLE = 5
 BANDS, ROWS = 42, 3
 NUM_PERM = BANDS * ROWS
@@ -103,7 +105,7 @@ def update(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
     if not ids:
         return
     ensure_schema(db)
-    with db.conn:
+    with transaction(db):
         _detach(db, ids)
         for aid in ids:
             row = db.execute("select body, body_hash from articles where id = ?", [aid]).fetchone()
@@ -123,7 +125,7 @@ def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
     ids = [int(i) for i in article_ids]
     if not ids or "article_groups" not in db.table_names():
         return
-    with db.conn:
+    with transaction(db):
         _detach(db, ids)
         for aid in ids:
             db.execute("delete from article_groups where article_id = ?", [aid])

@@ -10,6 +10,7 @@ import hashlib
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -94,8 +95,30 @@ def get_meta(db: sqlite_utils.Database) -> dict[str, str]:
     return {r["key"]: r["value"] for r in db["archive_meta"].rows}
 
 
+@contextmanager
+def transaction(db: sqlite_utils.Database):
+    """Several writes that land together or not at all. (`with conn:` is not enough: sqlite-utils'
+    `execute` commits a write statement by itself when no transaction is open yet.)"""
+    db.conn.execute("begin immediate")
+    try:
+        yield
+    except BaseException:
+        db.conn.rollback()
+        raise
+    db.conn.commit()
+
+
 def set_meta(db: sqlite_utils.Database, **values: str) -> None:
-    db["archive_meta"].upsert_all([{"key": k, "value": str(v)} for k, v in values.items()], pk="key")
+    with transaction(db):
+        _write_meta(db, **values)
+
+
+def _write_meta(db: sqlite_utils.Database, **values: str) -> None:
+    """Inside the caller's transaction (sqlite-utils' table methods commit on their own, so writes that
+    must land together use plain statements)."""
+    db.conn.executemany(
+        "insert or replace into archive_meta (key, value) values (?, ?)", [(k, str(v)) for k, v in values.items()]
+    )
 
 
 # ---- identity and hashing -------------------------------------------------------------------------------
@@ -198,7 +221,7 @@ def apply(db: sqlite_utils.Database, plans: list[Planned], vectors: np.ndarray) 
     next_id = int(meta["next_chunk_id"])
     vec_iter = iter(vectors)
     stamp = now()
-    with db.conn:
+    with transaction(db):
         for p in plans:
             if p.status == "unchanged":
                 continue
@@ -207,10 +230,16 @@ def apply(db: sqlite_utils.Database, plans: list[Planned], vectors: np.ndarray) 
             kept = {r["id"] for r in rows}
             applied.removed_ids += [i for i in p.old_ids if i not in kept]
             db.execute("delete from chunks where article_id = ?", [p.article_id])
-            db["chunks"].insert_all(rows)
+            db.conn.executemany(
+                _insert_sql("chunks", CHUNK_COLUMNS), [tuple(r[c] for c in CHUNK_COLUMNS) for r in rows]
+            )
         generation = int(meta["generation"]) + 1
-        set_meta(db, next_chunk_id=str(next_id), generation=str(generation))
+        _write_meta(db, next_chunk_id=str(next_id), generation=str(generation))
     return applied
+
+
+def _insert_sql(table: str, columns) -> str:
+    return f"insert into {table} ({', '.join(f'[{c}]' for c in columns)}) values ({', '.join('?' * len(columns))})"
 
 
 def _upsert_article(db: sqlite_utils.Database, p: Planned, stamp: str) -> int:
@@ -232,8 +261,10 @@ def _upsert_article(db: sqlite_utils.Database, p: Planned, stamp: str) -> int:
         "updated_at": stamp,
     }
     if p.article_id is None:
-        return db["articles"].insert({**row, "loaded_at": stamp}).last_pk
-    db["articles"].update(p.article_id, row)
+        row["loaded_at"] = stamp
+        return db.execute(_insert_sql("articles", list(row)), list(row.values())).lastrowid
+    assignments = ", ".join(f"[{c}] = ?" for c in row)
+    db.execute(f"update articles set {assignments} where id = ?", [*row.values(), p.article_id])
     return p.article_id
 
 
@@ -266,13 +297,13 @@ def _chunk_rows(p: Planned, vec_iter: Iterator[np.ndarray], next_id: int, applie
 def delete_articles(db: sqlite_utils.Database, article_ids: list[int]) -> list[int]:
     """Delete articles and their chunks; returns the removed chunk ids (to drop from the index)."""
     removed: list[int] = []
-    with db.conn:
+    with transaction(db):
         for aid in article_ids:
             removed += [r[0] for r in db.execute("select id from chunks where article_id = ?", [aid])]
             db.execute("delete from chunks where article_id = ?", [aid])
             db.execute("delete from articles where id = ?", [aid])
         meta = get_meta(db)
-        set_meta(db, generation=str(int(meta["generation"]) + 1))
+        _write_meta(db, generation=str(int(meta["generation"]) + 1))
     return removed
 
 

@@ -112,3 +112,15 @@ def test_an_sqlite_file_of_something_else(tmp_path):
     sqlite3.connect(path).execute("create table t (x)")
     with pytest.raises(store.NotAnArchive, match="not a news archive"):
         store.open_db(str(path))
+
+
+def test_a_batch_lands_whole_or_not_at_all(db):
+    """A failure part-way through a batch (here: a vector missing for the second article) rolls back the
+    first article too, so a killed load never leaves an article without its chunks or reuses chunk ids."""
+    plans = store.classify(db, [art(), art(url="http://example.com/b")])
+    for p in plans:
+        p.set_chunks(chunks_for("one."), [])
+    with pytest.raises(StopIteration):
+        store.apply(db, plans, np.ones((1, 4), dtype=np.float32))
+    assert db["articles"].count == 0 and db["chunks"].count == 0
+    assert store.get_meta(db)["next_chunk_id"] == "1"
