@@ -10,6 +10,7 @@ arc.related("http://www.bbc.co.uk/news/world-australia-39427466")
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,8 @@ from .chunk import Chunker
 from .embed import DEFAULT_MODEL_NAME, Encoder
 from .models import ArchiveError, Article, Rejection, Result
 from .sources import read_sources
+
+log = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 3.0  # a running server sees new articles within this (plus its own check) while a load runs
 
@@ -170,10 +173,20 @@ class Archive:
                 if report.rejected and on_error == "stop":
                     break
             self._save(index)
+        if report.chunks_embedded:
+            self._prepare_queries(encoder)  # torch is loaded now, so the export costs only its own seconds
         report.seconds = time.monotonic() - started
         if report.rejected and on_error == "stop":
             raise LoadStopped(f"stopped at {report.rejected[-1]} (everything before it was loaded)")
         return report
+
+    @staticmethod
+    def _prepare_queries(encoder: Encoder) -> None:
+        """Export a torch model's fp32 ONNX query encoder once per machine, so a server starts without torch."""
+        try:
+            encoder.prepare_queries()
+        except Exception as e:  # only an optimisation: queries then run on torch
+            log.warning("could not export the ONNX query encoder (%s); queries will run on torch", e)
 
     @staticmethod
     def _take_articles(batch: list, report: LoadReport, on_error: str) -> list[Article]:
@@ -299,6 +312,7 @@ class Archive:
                 progress(len(plans))
         self._encoder = encoder
         self._record_model(encoder)
+        self._prepare_queries(encoder)
         self.db.execute("delete from archive_meta where key = 'reembed_in_progress'")
         self.db.conn.commit()
 

@@ -9,16 +9,21 @@ Two backends give the same kind of vectors:
   onnx    the same transformer exported to ONNX, attention fused and weights quantised to int8 (per channel),
           run by onnxruntime with `tokenizers` and numpy pooling: no torch import on the query path, a first
           vector in a fraction of a second and about 1.8x torch's chunks/s on 2 cores, at cosine ~0.99 to
-          the torch vectors. The export needs torch once per model and is cached under
-          $NEWS_ARCHIVE_CACHE (default ~/.cache/news-archive)/onnx/<model fingerprint>/model-int8.onnx.
+          the torch vectors.
 Vectors of different backends are close but not identical, so the backend is part of `fingerprint`, and an
 archive refuses to mix them.
+
+Queries of a torch archive (`encode_queries`) go through an fp32 ONNX export of the same weights once it is
+cached: the same vectors (cosine > 0.9999 to torch's), but a server answers its first query without
+importing torch (~5 s). `prepare_queries`, called after each load, makes it. Both exports need torch once per
+model and are cached under $NEWS_ARCHIVE_CACHE (default ~/.cache/news-archive)/onnx/<model fingerprint>/.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -31,7 +36,7 @@ from .models import ArchiveError
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx")
-ONNX_FILE = "model-int8.onnx"
+ONNX_FILES = {"fp32": "model-fp32.onnx", "int8": "model-int8.onnx"}
 _MODELS: dict[str, object] = {}  # one loaded model per folder per process (a server holds many Archives)
 _LOAD_LOCK = threading.Lock()
 
@@ -125,28 +130,34 @@ class Encoder:
     def model(self):
         """The sentence-transformers model (torch) or the onnxruntime session (onnx), loaded once per process."""
         if self._model is None:
-            key = f"{self.backend}:{self.path}"
-            with _LOAD_LOCK:
-                if key not in _MODELS:
-                    _MODELS[key] = self._load() if self.backend == "torch" else self._load_onnx()
-            self._model = _MODELS[key]
+            self._model = self._shared(self.backend, self._load if self.backend == "torch" else self._load_onnx)
         return self._model
+
+    def _shared(self, kind: str, load: Callable[[], object]):
+        key = f"{kind}:{self.path}"
+        with _LOAD_LOCK:
+            if key not in _MODELS:
+                _MODELS[key] = load()
+        return _MODELS[key]
+
+    def onnx_file(self, precision: str) -> Path:
+        return cache_dir() / "onnx" / self.model_fingerprint / ONNX_FILES[precision]
 
     @property
     def onnx_path(self) -> Path:
-        return cache_dir() / "onnx" / self.model_fingerprint / ONNX_FILE
+        """The int8 export the onnx backend runs."""
+        return self.onnx_file("int8")
 
-    def _load_onnx(self):
+    def _load_onnx(self, precision: str = "int8"):
         import onnxruntime as ort
 
-        if not self.onnx_path.exists():
-            export_onnx(self.path, self.onnx_path)
+        if not self.onnx_file(precision).exists():
+            export_onnx(self.path, self.onnx_file(precision).parent)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if os.environ.get("NEWS_ARCHIVE_THREADS"):
             opts.intra_op_num_threads = int(os.environ["NEWS_ARCHIVE_THREADS"])
-        session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
-        return session
+        return ort.InferenceSession(str(self.onnx_file(precision)), opts, providers=["CPUExecutionProvider"])
 
     @cached_property
     def _batch_tokenizer(self):
@@ -174,8 +185,8 @@ class Encoder:
             return "mean"
         raise ArchiveError(f"{cfg}: the onnx backend supports mean or CLS pooling only; use --backend torch")
 
-    def _encode_onnx(self, texts: list[str]) -> np.ndarray:
-        session = self.model
+    def _encode_onnx(self, texts: list[str], session=None) -> np.ndarray:
+        session = session or self.model
         enc = self._batch_tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
@@ -205,23 +216,48 @@ class Encoder:
 
         Texts are sorted by length so each batch pads little, then put back in order.
         """
+        return self._batched(texts, self._encode_onnx if self.backend == "onnx" else self._encode_torch, progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed search queries: like `encode`, but a torch archive uses its fp32 ONNX export when cached."""
+        if self.backend == "torch" and self._query_export_ready():
+            session = self._shared("onnx-fp32", lambda: self._load_onnx("fp32"))
+            return self._batched(texts, lambda batch: self._encode_onnx(batch, session))
+        return self.encode(texts)
+
+    def _query_export_ready(self) -> bool:
+        if not self.onnx_file("fp32").exists():
+            return False
+        try:
+            import onnxruntime  # noqa: F401  (the optional `onnx` extra)
+        except ImportError:
+            return False
+        return True
+
+    def prepare_queries(self) -> None:
+        """Make the fp32 ONNX query encoder of a torch model if it is not cached yet (needs torch, once)."""
+        if self.backend != "torch" or self.onnx_file("fp32").exists():
+            return
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:  # without the `onnx` extra, queries simply run on torch
+            return
+        export_onnx(self.path, self.onnx_file("fp32").parent)
+
+    def _encode_torch(self, batch: list[str]) -> np.ndarray:
+        return self.model.encode(
+            batch, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+
+    def _batched(self, texts: Sequence[str], run: Callable[[list[str]], np.ndarray], progress=None) -> np.ndarray:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         if not texts:
             return out
         order = np.argsort([-len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = [texts[i] for i in idx]
-            if self.backend == "onnx":
-                out[idx] = self._encode_onnx(batch)
-            else:
-                out[idx] = self.model.encode(
-                    batch,
-                    batch_size=self.batch_size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=False,
-                )
+            out[idx] = run([texts[i] for i in idx])
             if progress:
                 progress(len(idx))
         return out
@@ -237,25 +273,51 @@ class Encoder:
         }
 
 
-def export_onnx(model_path: Path, out: Path) -> Path:
-    """Export a sentence-transformers folder's transformer to ONNX, fuse attention, quantise weights to int8.
+def export_onnx(model_path: Path, out_dir: Path) -> Path:
+    """Export a sentence-transformers folder's transformer to ONNX in `out_dir`: model-fp32.onnx (attention
+    fused, weights as they are) and model-int8.onnx (the same, weights quantised to int8 per channel).
 
-    Needs torch and transformers (once per model); the result is written atomically, so concurrent exports
-    of the same model are harmless. Per-channel int8 weights keep cosine to the fp32 vectors at ~0.99 on
-    CPUs without VNNI, where per-tensor int8 falls to ~0.94.
+    Only the fp32 export needs torch and transformers; the int8 file is made from it. Files are written
+    atomically, so concurrent exports of the same model are harmless. Per-channel int8 weights keep cosine to
+    the fp32 vectors at ~0.99 on CPUs without VNNI, where per-tensor int8 falls to ~0.94.
     """
     import tempfile
 
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = out_dir / ONNX_FILES["fp32"], out_dir / ONNX_FILES["int8"]
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        if not fp32.exists():
+            os.replace(_export_fp32(Path(model_path), Path(tmp)), fp32)
+        if not int8.exists():
+            logging.disable(logging.WARNING)  # its advice to pre-process is for CNNs; that warning is noise here
+            try:
+                quantize_dynamic(
+                    str(fp32),
+                    str(Path(tmp) / "int8.onnx"),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT, for fused ops' outputs
+                )
+            finally:
+                logging.disable(logging.NOTSET)
+            os.replace(Path(tmp) / "int8.onnx", int8)
+    return out_dir
+
+
+def _export_fp32(model_path: Path, tmp: Path) -> Path:
+    """torch.onnx export of the transformer (last hidden state out), with BERT attention fused when possible."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import inspect
     import warnings
 
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    config = json.loads((Path(model_path) / "config.json").read_text())
+    config = json.loads((model_path / "config.json").read_text())
     model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager", local_files_only=True).eval()
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in inspect.signature(model.forward).parameters:
@@ -271,36 +333,25 @@ def export_onnx(model_path: Path, out: Path) -> Path:
 
     dummy = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)
     axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        fp32, fused, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "fused.onnx", Path(tmp) / "int8.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Wrapped(model), dummy, str(fp32), input_names=names, output_names=["last_hidden_state"],
-                dynamic_axes=axes, opset_version=17, dynamo=False,
-            )  # fmt: skip
-        source = fp32
-        if config.get("model_type") == "bert":
-            try:
-                from onnxruntime.transformers.optimizer import optimize_model
+    plain, fused = tmp / "plain.onnx", tmp / "fused.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Wrapped(model), dummy, str(plain), input_names=names, output_names=["last_hidden_state"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )  # fmt: skip
+    if config.get("model_type") != "bert":
+        return plain
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
 
-                fusedm = optimize_model(
-                    str(fp32),
-                    model_type="bert",
-                    num_heads=int(config["num_attention_heads"]),
-                    hidden_size=int(config["hidden_size"]),
-                    opt_level=1,
-                )
-                fusedm.save_model_to_file(str(fused))
-                source = fused
-            except Exception:  # fusion is an optimisation only; the plain graph quantises too
-                source = fp32
-        quantize_dynamic(
-            str(source),
-            str(int8),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT, for fused ops' outputs
-        )
-        os.replace(int8, out)
-    return out
+        optimize_model(
+            str(plain),
+            model_type="bert",
+            num_heads=int(config["num_attention_heads"]),
+            hidden_size=int(config["hidden_size"]),
+            opt_level=1,
+        ).save_model_to_file(str(fused))
+        return fused
+    except Exception:  # fusion is an optimisation only; the plain graph runs and quantises too
+        return plain

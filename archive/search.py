@@ -297,7 +297,7 @@ def search(
     pool = max(k * 3, 30)  # more than k: fusion needs depth, and groups collapse
     semantic = keyword = {}
     if mode in ("semantic", "hybrid"):
-        semantic = semantic_hits(db, index, encoder.encode([query]), pool, filters, rollup_how)
+        semantic = semantic_hits(db, index, encoder.encode_queries([query]), pool, filters, rollup_how)
     if mode in ("keyword", "hybrid"):
         keyword = keyword_hits(db, query, pool, filters)
     hits = fuse(semantic, keyword) if mode == "hybrid" else semantic or keyword

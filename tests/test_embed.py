@@ -112,3 +112,22 @@ def test_onnx_query_path_does_not_import_torch(onnx_encoder):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_torch_queries_use_the_fp32_export_with_the_same_vectors(torch_encoder, news_texts):
+    torch_encoder.prepare_queries()
+    assert torch_encoder.onnx_file("fp32").exists()
+    cos = np.sum(torch_encoder.encode(news_texts) * torch_encoder.encode_queries(news_texts), axis=1)
+    assert cos.min() > 0.9999, cos
+
+
+def test_a_loaded_torch_archive_answers_queries_without_torch(sample_archive):
+    """The load made the fp32 export, so a fresh process (a server) searches a torch archive torch-free."""
+    code = (
+        "import sys; from archive import Archive; "
+        f"arc = Archive({str(sample_archive.db_path)!r}, {str(sample_archive.index_dir)!r}); "
+        "hits = arc.search('cyclone hits Queensland', k=3, mode='semantic'); "
+        "print(arc.encoder.backend, 'Debbie' in hits[0].title, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["torch", "True", "False"], out.stderr[-2000:]

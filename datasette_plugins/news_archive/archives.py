@@ -40,9 +40,13 @@ class ArchiveHandle:
         return await asyncio.to_thread(self.run, fn, *args, **kwargs)
 
     def warm(self) -> None:
-        """Load the model and encode one string, so the first query does not pay for it."""
+        """Load the query encoder and encode one string, so the first query does not pay for it.
+
+        A torch archive without its cached fp32 ONNX query encoder gets one made here (torch, once per
+        machine), so later starts answer without importing torch."""
         try:
-            self.run(lambda arc: arc.encoder.encode(["warm up"]))
+            self.run(lambda arc: arc.encoder.prepare_queries())
+            self.run(lambda arc: arc.encoder.encode_queries(["warm up"]))
         except Exception as e:  # the first real query reports it properly
             log.warning("news-archive: could not preload the model for %s: %s", self.path, e)
 
