@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dedupe, store
+from . import dedupe, store, terms
 from . import index as ix
 from . import search as srch
 from .chunk import Chunker
@@ -215,14 +215,23 @@ class Archive:
         vectors = self.encoder.encode(texts)
         report.chunks_embedded += len(texts)
         applied = store.apply(self.db, plans, vectors)
-        dedupe.update(self.db, [p.article_id for p in plans if p.status != "unchanged"])
+        self._derive([p.article_id for p in plans if p.status != "unchanged"])
         index.remove(applied.removed_ids)
         if applied.added_ids:
             index.add(np.array(applied.added_ids), np.vstack(applied.added_vectors))
 
+    def _derive(self, article_ids: list[int]) -> None:
+        """The tables derived from new or changed articles: near-duplicate groups and keyword signatures."""
+        dedupe.update(self.db, article_ids)
+        terms.update(self.db, article_ids)
+
+    def _derive_missing(self) -> None:
+        dedupe.backfill(self.db)
+        terms.backfill(self.db)
+
     def _writable_index(self) -> ix.ChunkIndex:
         """The index, brought level with the database first (a crashed load may have left it behind)."""
-        dedupe.backfill(self.db)  # likewise the duplicate groups, written just after each batch's commit
+        self._derive_missing()  # likewise the derived tables, written just after each batch's commit
         try:
             index, manifest = ix.load(self.index_dir)
         except ArchiveError:
@@ -270,6 +279,7 @@ class Archive:
             index = self._writable_index()
             index.remove(store.delete_articles(self.db, ids))
             dedupe.forget(self.db, ids)
+            terms.forget(self.db, ids)
             self._save(index)
         return ids
 
@@ -336,10 +346,13 @@ class Archive:
             ungrouped = len(dedupe.ungrouped(self.db))
             if ungrouped:
                 report.problems.append(f"{ungrouped} articles have no near-duplicate signature")
+            unsigned = len(terms.unsigned(self.db))
+            if unsigned:
+                report.problems.append(f"{unsigned} articles have no keyword signature")
             if repair and report.problems:
                 self.db.execute("delete from chunks where article_id not in (select id from articles)")
                 self.db.conn.commit()
-                dedupe.backfill(self.db)
+                self._derive_missing()
                 index = self._build_index()
                 self._save(index)
                 report.indexed, report.repaired = index.ntotal, True

@@ -446,4 +446,3 @@ def demo(ctx, db_path, limit, no_serve, port):
     if not no_serve:
         click.echo(f"\nServing at http://127.0.0.1:{port}/  (semantic search: /archive/-/semantic)")
         ctx.invoke(serve, db_path=db_path, index_dir=None, model=None, host="127.0.0.1", port=port, metadata=None)
-

@@ -11,16 +11,14 @@ members' outlets listed in `also`.
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
 import sqlite_utils
 
-from . import dedupe
+from . import dedupe, terms
 from .embed import Encoder
 from .index import ChunkIndex
 from .models import ArchiveError, Result
@@ -161,12 +159,7 @@ def _allowed_chunks(db, filters: Filters) -> np.ndarray:
 # ---- keyword ---------------------------------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-STOP_WORDS = frozenset(
-    "a an and are as at be but by did do does for from had has have how i if in into is it its of on or that the "
-    "their there these they this to was were what when where which who why will with would about after also "
-    "been being can could he her him his just me more most my no not now our out over said says she so some "
-    "than them then us we you your one two new up very".split()
-)
+STOP_WORDS = terms.STOP_WORDS
 
 
 def fts_query(text: str) -> str | None:
@@ -306,9 +299,8 @@ def search(
 
 # ---- related coverage ------------------------------------------------------------------------------------
 
-MLT_TERMS = 25  # "more like this": the article's most distinctive words, by tf-idf
-MLT_CANDIDATE_WORDS = 60
-KEYWORD_WEIGHT = 0.3  # hybrid related score: 0.7 semantic + 0.3 normalised bm25 more-like-this
+MLT_TERMS = 25  # keyword candidates: a full-text OR query of the article's most distinctive words
+KEYWORD_WEIGHT = 0.5  # hybrid related score: 0.5 semantic + 0.5 TF-IDF cosine (see benchmarks.quality --sweep)
 
 
 def related(
@@ -325,13 +317,13 @@ def related(
 ) -> list[Result]:
     """Other coverage of an article's story, one row per near-duplicate group, best first.
 
-    Candidates come from the article's own chunk vectors and their mean (FAISS, pre-filtered) and from a
-    bm25 "more like this" query of its most distinctive words; each candidate is then scored exactly:
+    Candidates come from the article's own chunk vectors and their mean (FAISS, pre-filtered); in keyword
+    mode from a full-text OR query of its most distinctive words. Each candidate is then scored exactly:
     - semantic: the mean of the soft chunk-to-chunk match in both directions (each chunk's best match in the
       other article, averaged) and the cosine of the two articles' mean vectors. Every chunk is embedded with
       the title, so the title counts in every part of the article.
-    - keyword: bm25 of the more-like-this query, divided by the article's own score for it (0..1).
-    - hybrid: 0.7 semantic + 0.3 keyword: same-story coverage shares names and places as well as meaning.
+    - keyword: the TF-IDF cosine of the two articles' stored word counts (archive/terms.py).
+    - hybrid: 0.5 semantic + 0.5 keyword: same-story coverage shares names and places as well as meaning.
     The article itself and its (near) duplicates are dropped. `window` keeps articles published within that
     many days of it; `other_outlets` ranks other outlets' coverage before its own outlet's.
     """
@@ -349,38 +341,19 @@ def related_scores(
     """Candidate article id -> (score, best matching chunk id) for related coverage (see `related`)."""
     aid = article["id"]
     own = _article_vectors(db, [aid], dim).get(aid)
-    pool = max(k * 4, 40)
     excluded = {m for m, _ in dedupe.group_members(db, [aid])[aid]} | {aid}
+    pool = max(k * 4, 40) + len(excluded)
     candidates: set[int] = set()
     if mode != "keyword" and own is not None:
-        allowed = _allowed_chunks(db, filters) if filters.active() else None
-        if allowed is None or len(allowed):
-            queries = np.vstack([own[0], _unit(own[0].mean(axis=0))])
-            fetch = min(max(pool * 3, 64), index.ntotal)
-            _, ids = index.search(queries, fetch, allowed)
-            owners = _chunk_owners(db, [int(i) for i in np.unique(ids) if i >= 0])
-            best: dict[int, int] = {}
-            for rank_row in ids:
-                for rank, cid in enumerate(rank_row):
-                    owner = owners.get(int(cid))
-                    if owner is not None:
-                        best[owner] = min(best.get(owner, rank), rank)
-            candidates |= {a for a, _ in sorted(best.items(), key=lambda kv: kv[1])[: pool + len(excluded)]}
-    mlt: dict[int, float] = {}
-    query = None
-    if mode != "semantic":
-        query = MoreLikeThis(db, article)
-        mlt = query.hits(pool + len(excluded), filters)
-        candidates |= set(mlt)
+        candidates |= _vector_candidates(db, index, own[0], pool, filters)
+    if mode == "keyword" or own is None:  # (hybrid gained nothing from these on the harness; they cost most)
+        candidates |= set(_bm25(db, _or_query(terms.top_terms(db, aid, MLT_TERMS)), pool, filters))
     candidates -= excluded
     if not candidates:
         return {}
+    keyword = terms.similarity(db, aid, candidates) if mode != "semantic" else {}
     if mode == "keyword":
-        return {c: (mlt[c], None) for c in candidates}
-    if mode == "hybrid":
-        missing = [c for c in candidates if c not in mlt]
-        if missing:
-            mlt.update(query.hits(len(missing), filters, only=missing))
+        return {c: (keyword[c], None) for c in candidates}
     vectors = _article_vectors(db, list(candidates), dim)
     out = {}
     for c in candidates:
@@ -388,9 +361,31 @@ def related_scores(
             continue
         sem, chunk = _semantic_similarity(own[0], *vectors[c]) if own is not None else (0.0, None)
         if mode == "hybrid":
-            sem = (1 - KEYWORD_WEIGHT) * sem + KEYWORD_WEIGHT * mlt.get(c, 0.0)
+            sem = (1 - KEYWORD_WEIGHT) * sem + KEYWORD_WEIGHT * keyword.get(c, 0.0)
         out[c] = (sem, chunk)
     return out
+
+
+def _vector_candidates(db, index: ChunkIndex, vectors: np.ndarray, pool: int, filters: Filters) -> set[int]:
+    """The `pool` articles whose chunks rank best for any of these chunk vectors or their mean."""
+    allowed = _allowed_chunks(db, filters) if filters.active() else None
+    if allowed is not None and not len(allowed):
+        return set()
+    queries = np.vstack([vectors, _unit(vectors.mean(axis=0))])
+    fetch = min(max(pool * 3, 64), index.ntotal)
+    _, ids = index.search(queries, fetch, allowed)
+    owners = _chunk_owners(db, [int(i) for i in np.unique(ids) if i >= 0])
+    best: dict[int, int] = {}
+    for rank_row in ids:
+        for rank, cid in enumerate(rank_row):
+            owner = owners.get(int(cid))
+            if owner is not None:
+                best[owner] = min(best.get(owner, rank), rank)
+    return {a for a, _ in sorted(best.items(), key=lambda kv: kv[1])[:pool]}
+
+
+def _or_query(words: list[str]) -> str | None:
+    return " OR ".join(f'"{w}"' for w in words) or None
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -428,33 +423,3 @@ def _semantic_similarity(a: np.ndarray, b: np.ndarray, b_ids: list[int]) -> tupl
     means = float(_unit(a.mean(axis=0)) @ _unit(b.mean(axis=0)))
     score = {"chamfer": chamfer, "mean": means}.get(SEMANTIC_SCORE, 0.5 * (chamfer + means))
     return score, b_ids[best]
-
-
-class MoreLikeThis:
-    """bm25 "more like this": an OR query of the article's most distinctive words (title words count
-    double, tf x bm25 idf), its scores divided by the article's own score for the query (about 0..1)."""
-
-    def __init__(self, db, article: dict):
-        self.db, self.article_id = db, article["id"]
-        terms = self.terms(db, (article.get("title") or "") + " ", article.get("body") or "")
-        self.match = " OR ".join(f'"{t}"' for t in terms) or None
-        own = _bm25(db, self.match, 1, Filters(), only=[self.article_id])
-        self.own = own.get(self.article_id, (0.0, None))[0]
-
-    @staticmethod
-    def terms(db, title: str, body: str) -> list[str]:
-        words = _WORD.findall(title * 2 + body)
-        tf = Counter(w for w in (x.lower() for x in words) if len(w) > 2 and not w.isdigit() and w not in STOP_WORDS)
-        n = db.execute("select count(*) from articles").fetchone()[0] or 1
-        scored = []
-        for w, f in tf.most_common(MLT_CANDIDATE_WORDS):
-            df = db.execute("select count(*) from articles_fts where articles_fts match ?", [f'"{w}"']).fetchone()[0]
-            if df > 1:  # a word only this article has matches nothing else
-                scored.append((f * math.log(1 + (n - df + 0.5) / (df + 0.5)), w))
-        return [w for _, w in sorted(scored, reverse=True)[:MLT_TERMS]]
-
-    def hits(self, k: int, filters: Filters, only: list[int] | None = None) -> dict[int, float]:
-        if not self.match or self.own <= 0:
-            return {}
-        hits = _bm25(self.db, self.match, k, filters, only=only)
-        return {aid: min(1.0, s / self.own) for aid, (s, _) in hits.items() if aid != self.article_id}

@@ -444,7 +444,8 @@ SWEEP = [
     {},
     {"SEMANTIC_SCORE": "chamfer"},
     {"SEMANTIC_SCORE": "mean"},
-    {"KEYWORD_WEIGHT": 0.5},
+    {"KEYWORD_WEIGHT": 0.3},
+    {"KEYWORD_WEIGHT": 0.7},
 ]
 
 

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from archive import Archive, ArchiveError, LoadStopped
+from archive import Archive, ArchiveError, LoadStopped, terms
 from archive import index as ix
 
 BODY = (
@@ -155,3 +155,12 @@ def test_verify_reports_and_repairs_missing_duplicate_signatures(sample_copy):
     assert "3 articles have no near-duplicate signature" in report.problems
     assert sample_copy.verify(repair=True).repaired
     assert sample_copy.verify().problems == []
+
+
+def test_verify_reports_and_repairs_missing_keyword_signatures(sample_copy):
+    df_before = dict(sample_copy.db.execute("select term, df from terms").fetchall())
+    terms.forget(sample_copy.db, [r[0] for r in sample_copy.db.execute("select id from articles limit 4")])
+    assert "4 articles have no keyword signature" in sample_copy.verify().problems
+    assert sample_copy.verify(repair=True).repaired
+    assert sample_copy.verify().problems == []
+    assert dict(sample_copy.db.execute("select term, df from terms").fetchall()) == df_before

@@ -1,0 +1,202 @@
+"""Keyword signatures: each article's word counts, kept beside it, and the archive's document frequencies.
+
+Related coverage scores the keyword side of "same story" as the TF-IDF cosine of two articles (sublinear tf,
+smoothed idf over the whole archive). Measured with `python -m benchmarks.quality`, blended half and half with
+the semantic score, it beat the earlier bm25 more-like-this query on both Lee r and BBC P@10, and it needs no
+full-text query at read time: a candidate's signature is one small blob, so scoring a hundred candidates
+costs the same at 10k articles as at a million.
+
+Tables: `terms` (id, term, df: how many articles use the term) and `article_terms` (article_id, a blob of
+int32 (term id, count) pairs). Both are derived from `articles` and written just after each batch's commit,
+like the near-duplicate signatures; `unsigned` and `backfill` catch up an archive that lacks some.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import sqlite_utils
+
+from .store import transaction
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Function words (a news-minded cut of the Glasgow list: "fire", "bill" or "interest" are news, not noise).
+STOP_WORDS = frozenset(
+    """a about above across after afterwards again against all almost alone along already also although always
+    am among amongst an and another any anyhow anyone anything anyway anywhere are around as at back be became
+    because become becomes becoming been before beforehand behind being below beside besides between beyond
+    both but by can cannot could did do does doing done down due during each eg eight either eleven else
+    elsewhere enough etc even ever every everyone everything everywhere except few fifteen fifty first five
+    for former formerly forty four from further get gets give go goes going got had has have having he hence
+    her here hereafter hereby herein hereupon hers herself him himself his how however hundred i ie if in inc
+    indeed into is it its itself just last latter latterly least less ltd made make makes many may me
+    meanwhile might mine more moreover most mostly much must my myself namely neither never nevertheless new
+    next nine no nobody none noone nor not nothing now nowhere of off often on once one only onto or other
+    others otherwise our ours ourselves out over own per perhaps please put rather re said same say says see
+    seem seemed seeming seems several she should since six sixty so some somehow someone something sometime
+    sometimes somewhere still such take ten than that the their theirs them themselves then thence there
+    thereafter thereby therefore therein thereupon these they third this those though three through
+    throughout thru thus to together too toward towards twelve twenty two under until up upon us very via was
+    we well were what whatever when whence whenever where whereafter whereas whereby wherein whereupon wherever
+    whether which while whither who whoever whole whom whose why will with within without would year years yet
+    you your yours yourself yourselves""".split()
+)
+
+
+def words(text: str) -> list[str]:
+    """The counted words of a text: lower-cased, three letters or more, no numbers, no function words."""
+    lowered = (x.lower() for x in _WORD.findall(text))
+    return [w for w in lowered if len(w) > 2 and not w.isdigit() and w not in STOP_WORDS]
+
+
+def counts(title: str | None, body: str | None) -> Counter:
+    return Counter(words(f"{title or ''}\n{body or ''}"))
+
+
+def ensure_schema(db: sqlite_utils.Database) -> None:
+    if "article_terms" in db.table_names():
+        return
+    db.execute("create table if not exists terms (id integer primary key, term text unique not null, df integer)")
+    db.execute("create table if not exists article_terms (article_id integer primary key, terms blob)")
+
+
+# ---- writes -----------------------------------------------------------------------------------------------
+
+
+def update(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
+    """(Re)count these articles' words and move the document frequencies with them; one transaction."""
+    ids = [int(i) for i in article_ids if i is not None]
+    if not ids:
+        return
+    ensure_schema(db)
+    with transaction(db):
+        _drop(db, ids)
+        texts = {}
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            q = f"select id, title, body from articles where id in ({','.join('?' * len(part))})"
+            texts.update({r[0]: counts(r[1], r[2]) for r in db.execute(q, part)})
+        term_id = _term_ids(db, {w for c in texts.values() for w in c})
+        rows, df = [], Counter()
+        for aid, c in texts.items():
+            pairs = np.array([(term_id[w], n) for w, n in c.items()], dtype=np.int32).reshape(-1, 2)
+            rows.append((aid, pairs.tobytes()))
+            df.update(pairs[:, 0].tolist())
+        db.conn.executemany("insert or replace into article_terms values (?, ?)", rows)
+        db.conn.executemany("update terms set df = df + ? where id = ?", [(n, t) for t, n in df.items()])
+
+
+def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
+    """Take deleted articles out of the document frequencies."""
+    ids = [int(i) for i in article_ids]
+    if ids and "article_terms" in db.table_names():
+        with transaction(db):
+            _drop(db, ids)
+
+
+def _drop(db, ids: list[int]) -> None:
+    """Inside the caller's transaction: remove these articles' signatures and their share of df."""
+    df = Counter()
+    for pairs in signatures(db, ids).values():
+        df.update(pairs[:, 0].tolist())
+    db.conn.executemany("update terms set df = df - ? where id = ?", [(n, t) for t, n in df.items()])
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        db.execute(f"delete from article_terms where article_id in ({','.join('?' * len(part))})", part)
+
+
+def _term_ids(db, vocabulary: set[str]) -> dict[str, int]:
+    db.conn.executemany("insert or ignore into terms (term, df) values (?, 0)", [(w,) for w in vocabulary])
+    out: dict[str, int] = {}
+    vocab = sorted(vocabulary)
+    for start in range(0, len(vocab), 900):
+        part = vocab[start : start + 900]
+        q = f"select id, term from terms where term in ({','.join('?' * len(part))})"
+        out.update((t, i) for i, t in db.execute(q, part))
+    return out
+
+
+def unsigned(db: sqlite_utils.Database) -> list[int]:
+    """Articles with no keyword signature: loaded before signatures existed, or by a load killed mid-way."""
+    ensure_schema(db)
+    sql = "select id from articles where id not in (select article_id from article_terms) order by id"
+    return [r[0] for r in db.execute(sql)]
+
+
+def backfill(db: sqlite_utils.Database) -> int:
+    missing = unsigned(db)
+    for start in range(0, len(missing), 500):
+        update(db, missing[start : start + 500])
+    return len(missing)
+
+
+# ---- reads ------------------------------------------------------------------------------------------------
+
+
+def signatures(db, ids: Iterable[int]) -> dict[int, np.ndarray]:
+    """Article id -> (n, 2) int32 array of (term id, count)."""
+    ids = list(ids)
+    out = {}
+    if "article_terms" not in db.table_names():
+        return out
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        q = f"select article_id, terms from article_terms where article_id in ({','.join('?' * len(part))})"
+        out.update((a, np.frombuffer(b, dtype=np.int32).reshape(-1, 2)) for a, b in db.execute(q, part))
+    return out
+
+
+def _weights(pairs: np.ndarray, vocab: np.ndarray, idf: np.ndarray) -> np.ndarray:
+    """Unit-length sublinear tf x idf weights of one signature (`vocab` sorted, `idf` aligned with it)."""
+    w = (1.0 + np.log(pairs[:, 1])) * idf[np.searchsorted(vocab, pairs[:, 0])]
+    return w / (np.linalg.norm(w) or 1.0)
+
+
+def similarity(db, article_id: int, candidates: Iterable[int]) -> dict[int, float]:
+    """TF-IDF cosine (0..1) of an article with each candidate, from the stored signatures."""
+    candidates = [c for c in candidates if c != article_id]
+    sigs = signatures(db, [article_id, *candidates])
+    own = sigs.get(article_id)
+    if own is None or not len(own):
+        return {c: 0.0 for c in candidates}
+    vocab = np.unique(np.concatenate([s[:, 0] for s in sigs.values()]))
+    idf = _idf(db, vocab)
+    mine = _weights(own, vocab, idf)
+    out = {}
+    for c in candidates:
+        theirs = sigs.get(c)
+        if theirs is None or not len(theirs):
+            out[c] = 0.0
+            continue
+        _, i, j = np.intersect1d(own[:, 0], theirs[:, 0], assume_unique=True, return_indices=True)
+        out[c] = float(mine[i] @ _weights(theirs, vocab, idf)[j])
+    return out
+
+
+def _idf(db, vocab: np.ndarray) -> np.ndarray:
+    """Smoothed idf, ln((1 + N) / (1 + df)) + 1, of these (sorted) term ids, aligned with them."""
+    n = db.execute("select count(*) from articles").fetchone()[0]
+    df = np.zeros(len(vocab))
+    ids = vocab.tolist()
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        q = f"select id, df from terms where id in ({','.join('?' * len(part))})"
+        for t, d in db.execute(q, part):
+            df[np.searchsorted(vocab, t)] = max(d, 0)
+    return np.log((1 + n) / (1 + df)) + 1.0
+
+
+def top_terms(db, article_id: int, n: int) -> list[str]:
+    """The article's n most distinctive words (tf x idf), e.g. for a more-like-this full-text query."""
+    own = signatures(db, [article_id]).get(article_id)
+    if own is None or not len(own):
+        return []
+    vocab = np.unique(own[:, 0])
+    weights = _weights(own, vocab, _idf(db, vocab))
+    order = [int(t) for t in own[np.argsort(-weights), 0]]
+    marks = ",".join("?" * len(order))
+    shared = dict(db.execute(f"select id, term from terms where id in ({marks}) and df > 1", order).fetchall())
+    return [shared[t] for t in order if t in shared][:n]  # a word no other article has matches nothing
