@@ -360,7 +360,19 @@ def _ends_inside_quotes(lines: list[str], dialect) -> bool:
 def _read_html(text: str, path: str, opts: _Options) -> Iterator[Record]:
     import trafilatura  # slow to import; only HTML loads pay for it
 
-    doc = trafilatura.bare_extraction(text, with_metadata=True, include_comments=False, include_tables=False)
+    def extract(with_metadata: bool):
+        return trafilatura.bare_extraction(
+            text, with_metadata=with_metadata, include_comments=False, include_tables=False
+        )
+
+    try:
+        doc = extract(True)
+    except Exception:  # htmldate's date search asserts on some malformed trees, e.g. "<iframe><html>"
+        try:
+            doc = extract(False)
+        except Exception as e:
+            yield Rejection(path, f"the HTML could not be parsed ({type(e).__name__})")
+            return
     if doc is None:
         yield Rejection(path, "no article text found in the HTML")
         return

@@ -180,12 +180,13 @@ def _idf(db, vocab: np.ndarray) -> np.ndarray:
     """Smoothed idf, ln((1 + N) / (1 + df)) + 1, of these (sorted) term ids, aligned with them."""
     n = db.execute("select count(*) from articles").fetchone()[0]
     df = np.zeros(len(vocab))
-    ids = vocab.tolist()
+    ids, rows = vocab.tolist(), []
     for start in range(0, len(ids), 900):
         part = ids[start : start + 900]
-        q = f"select id, df from terms where id in ({','.join('?' * len(part))})"
-        for t, d in db.execute(q, part):
-            df[np.searchsorted(vocab, t)] = max(d, 0)
+        rows += db.execute(f"select id, df from terms where id in ({','.join('?' * len(part))})", part).fetchall()
+    if rows:
+        found = np.array(rows, dtype=np.int64)
+        df[np.searchsorted(vocab, found[:, 0])] = np.maximum(found[:, 1], 0)
     return np.log((1 + n) / (1 + df)) + 1.0
 
 

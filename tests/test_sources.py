@@ -181,6 +181,18 @@ def test_html_article(tmp_path: Path) -> None:
     assert a.url == "https://www.dailyexample.com/news/floods-valley-road" and a.outlet == "The Daily Example"
 
 
+def test_malformed_html_that_trips_the_date_finder_still_reads(tmp_path: Path) -> None:
+    """htmldate asserts on "<iframe><html>" (found by tests/test_fuzz_sources.py); the text comes out anyway."""
+    f = tmp_path / "odd.html"
+    f.write_text("<iframe><html>" + HTML)
+    a = only(f)
+    assert isinstance(a, Article), a
+    assert "the fire service pumped water" in a.body
+    g = tmp_path / "bare.html"
+    g.write_text("<iframe><html>")
+    assert isinstance(only(g), Rejection) and not only(g).reason.startswith("could not read")
+
+
 def test_unknown_extension_sniffed(tmp_path: Path) -> None:
     (tmp_path / "a.data").write_text(json.dumps([{"title": "A", "body": BODY}]))
     (tmp_path / "b.data").write_text(json.dumps({"title": "B", "body": BODY}) + "\n")
