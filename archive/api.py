@@ -299,8 +299,16 @@ class Archive:
 
     def _reembed(self, encoder: Encoder, progress) -> None:
         store.set_meta(self.db, reembed_in_progress=encoder.fingerprint)
+        self._embed_articles(encoder, [r[0] for r in self.db.execute("select id from articles order by id")], progress)
+        self._encoder = encoder
+        self._record_model(encoder)
+        self._prepare_queries(encoder)
+        self.db.execute("delete from archive_meta where key = 'reembed_in_progress'")
+        self.db.conn.commit()
+
+    def _embed_articles(self, encoder: Encoder, ids: list[int], progress=None) -> None:
+        """Chunk and embed these stored articles again, replacing whatever chunks they have."""
         chunker = Chunker(encoder)
-        ids = [r[0] for r in self.db.execute("select id from articles order by id")]
         for start in range(0, len(ids), 64):
             plans = []
             for aid in ids[start : start + 64]:
@@ -323,11 +331,6 @@ class Archive:
             store.apply(self.db, plans, encoder.encode([t for p in plans for t in p.texts_to_embed()]))
             if progress:
                 progress(len(plans))
-        self._encoder = encoder
-        self._record_model(encoder)
-        self._prepare_queries(encoder)
-        self.db.execute("delete from archive_meta where key = 'reembed_in_progress'")
-        self.db.conn.commit()
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Compare database and index; with `repair`, make the index agree with the database."""
@@ -352,9 +355,14 @@ class Archive:
             unsigned = len(terms.unsigned(self.db))
             if unsigned:
                 report.problems.append(f"{unsigned} articles have no keyword signature")
+            chunkless = [r[0] for r in self.db.execute(
+                "select id from articles where id not in (select article_id from chunks) order by id")]  # fmt: skip
+            if chunkless:
+                report.problems.append(f"{len(chunkless)} articles have no chunks (--repair embeds them)")
             if repair and report.problems:
                 self.db.execute("delete from chunks where article_id not in (select id from articles)")
                 self.db.conn.commit()
+                self._embed_articles(self.encoder, chunkless)
                 self._derive_missing()
                 index = self._build_index()
                 self._save(index)
@@ -388,6 +396,15 @@ class Archive:
 
     def _index(self) -> ix.ChunkIndex:
         return self.live.current()[0]
+
+    def warm(self) -> None:
+        """Load what the first query needs (the query encoder, made if missing; the index), so it does not wait.
+
+        A torch archive without its cached fp32 ONNX query encoder gets one made here (torch, once per
+        machine), so later starts answer without importing torch."""
+        self.encoder.prepare_queries()
+        self.encoder.encode_queries(["warm up"])
+        self._index()
 
     def search(
         self,

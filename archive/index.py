@@ -265,8 +265,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load(index_dir: Path, *, check_sha: bool = False) -> tuple[ChunkIndex, Manifest]:
-    """Read the index the manifest names; a missing, truncated or corrupt file raises a clear error."""
+def load(index_dir: Path, *, check_sha: bool = False, mmap: bool = False) -> tuple[ChunkIndex, Manifest]:
+    """Read the index the manifest names; a missing, truncated or corrupt file raises a clear error.
+
+    `mmap` maps the vectors read-only instead of reading them (for readers: a server's first answer at a
+    million vectors no longer waits ~1.5 s for 1.5 GB). Generation files are never rewritten in place, and
+    a mapped file that a writer deletes stays readable until the reader lets it go.
+    """
     manifest = Manifest.read(index_dir)
     path = index_dir / manifest.file
     if not path.exists():
@@ -277,7 +282,10 @@ def load(index_dir: Path, *, check_sha: bool = False) -> tuple[ChunkIndex, Manif
     if check_sha and _sha256(path) != manifest.sha256:
         raise IndexCorrupt(f"{path}: checksum differs from the manifest; run `archive index --rebuild`")
     try:
-        raw = faiss.read_index(str(path))
+        flags = 0
+        if mmap:  # flat codes and IVF lists each have their own mapping flag (combined, IVF-SQ refuses)
+            flags = faiss.IO_FLAG_MMAP_IFC if manifest.index_type == "flat" else faiss.IO_FLAG_MMAP
+        raw = faiss.read_index(str(path), flags)
     except RuntimeError as e:
         raise IndexCorrupt(
             f"{path}: FAISS cannot read it ({str(e).splitlines()[0]}); run `archive index --rebuild`"
@@ -307,7 +315,7 @@ class LiveIndex:
                 if sig == self._sig and self._loaded is not None:
                     break
                 try:
-                    self._loaded, self._sig = load(self.index_dir), sig
+                    self._loaded, self._sig = load(self.index_dir, mmap=True), sig
                 except (IndexMissing, IndexCorrupt, OSError):
                     # A writer may have replaced the manifest and removed the file it named while we read them
                     # (a race, not damage): read again while the manifest keeps changing under us.

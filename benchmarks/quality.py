@@ -99,6 +99,8 @@ class CachedEncoder:
 
     def __init__(self, encoder: Encoder, path: Path = CACHE / "embeddings.sqlite"):
         self._enc = encoder
+        # torch vectors are keyed by the text alone (the cache predates backends); others by backend + text
+        self._salt = "" if encoder.backend == "torch" else f"{encoder.backend}:"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
         self._db.execute("create table if not exists v (h text primary key, vec blob)")
@@ -108,7 +110,7 @@ class CachedEncoder:
         return getattr(self._enc, name)
 
     def encode(self, texts, progress=None):
-        keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+        keys = [hashlib.sha1((self._salt + t).encode("utf-8")).hexdigest() for t in texts]
         found = {}
         for start in range(0, len(keys), 900):
             part = keys[start : start + 900]
@@ -132,12 +134,13 @@ class CachedEncoder:
 
 
 _ENCODER: CachedEncoder | None = None
+BACKEND = "torch"
 
 
 def encoder() -> CachedEncoder:
     global _ENCODER
     if _ENCODER is None:
-        _ENCODER = CachedEncoder(Encoder())
+        _ENCODER = CachedEncoder(Encoder(backend=BACKEND))
     return _ENCODER
 
 
@@ -503,7 +506,10 @@ def main(argv=None) -> None:
     p.add_argument("--show", type=int, default=5, help="related results printed per NewsArticles article")
     p.add_argument("--only", choices=["lee", "bbc", "news"], action="append", help="run only these parts")
     p.add_argument("--sweep", action="store_true", help="measure ranking variants instead of the table")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="the archive's encoder backend")
     args = p.parse_args(argv)
+    global BACKEND
+    BACKEND = args.backend
     if args.sweep:
         return sweep(args.bbc_per_category)
     table: dict[str, dict] = defaultdict(dict)

@@ -164,3 +164,15 @@ def test_verify_reports_and_repairs_missing_keyword_signatures(sample_copy):
     assert sample_copy.verify(repair=True).repaired
     assert sample_copy.verify().problems == []
     assert dict(sample_copy.db.execute("select term, df from terms").fetchall()) == df_before
+
+
+def test_verify_reports_and_repairs_articles_without_chunks(sample_copy, debbie_ids):
+    """The state an old non-atomic batch could leave: an article committed, its chunks not."""
+    sample_copy.db.execute("delete from chunks where article_id = ?", [debbie_ids[0]])
+    sample_copy.db.conn.commit()
+    report = sample_copy.verify()
+    assert "1 articles have no chunks (--repair embeds them)" in report.problems
+    assert sample_copy.verify(repair=True).repaired
+    assert sample_copy.verify().problems == []
+    assert sample_copy.db.execute("select count(*) from chunks where article_id = ?", [debbie_ids[0]]).fetchone()[0]
+    assert {r.id for r in sample_copy.related(debbie_ids[1], k=8)} & {debbie_ids[0]}

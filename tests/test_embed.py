@@ -125,7 +125,7 @@ def test_a_loaded_torch_archive_answers_queries_without_torch(sample_archive):
     """The load made the fp32 export, so a fresh process (a server) searches a torch archive torch-free."""
     code = (
         "import sys; from archive import Archive; "
-        f"arc = Archive({str(sample_archive.db_path)!r}, {str(sample_archive.index_dir)!r}); "
+        f"arc = Archive({str(sample_archive.db_path)!r}, {str(sample_archive.index_dir)!r}); arc.warm(); "
         "hits = arc.search('cyclone hits Queensland', k=3, mode='semantic'); "
         "print(arc.encoder.backend, 'Debbie' in hits[0].title, 'torch' in sys.modules)"
     )

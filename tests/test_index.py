@@ -205,3 +205,17 @@ def test_archive_rebuilds_verifies_and_searches_with_ivf_kinds(sample_archive, t
         assert arc.verify().problems == []
     finally:
         arc.close()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-sq8"])
+def test_live_index_maps_the_file_and_answers_like_the_index_in_memory(tmp_path, kind):
+    vecs = clustered(3000)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    index = ix.build(32, ids, vecs, kind)
+    m = ix.save(index, tmp_path, model_fingerprint="abc", db_generation=1)
+    live, _ = ix.LiveIndex(tmp_path).current()
+    q, allowed = clustered(4, seed=9), ids[::11]
+    assert np.array_equal(live.search(q, 10)[1], index.search(q, 10)[1])
+    assert np.array_equal(live.search(q, 5, allowed)[1], index.search(q, 5, allowed)[1])
+    (tmp_path / m.file).unlink()  # a writer's next save removes the old generation while a reader maps it
+    assert np.array_equal(live.search(q, 10)[1], index.search(q, 10)[1])

@@ -34,7 +34,8 @@ def db(tmp_path):
 
 
 def add(db, title, body, outlet="x"):
-    row = {"identity": f"{outlet}/{store.body_hash(body)}", "title": title, "body": body, "body_hash": store.body_hash(body)}
+    h = store.body_hash(body)
+    row = {"identity": f"{outlet}/{h}", "title": title, "body": body, "body_hash": h}
     aid = db["articles"].insert(row).last_pk
     terms.update(db, [aid])
     return aid

@@ -40,13 +40,9 @@ class ArchiveHandle:
         return await asyncio.to_thread(self.run, fn, *args, **kwargs)
 
     def warm(self) -> None:
-        """Load the query encoder and encode one string, so the first query does not pay for it.
-
-        A torch archive without its cached fp32 ONNX query encoder gets one made here (torch, once per
-        machine), so later starts answer without importing torch."""
+        """`Archive.warm`: the query encoder and the index load while the server starts answering."""
         try:
-            self.run(lambda arc: arc.encoder.prepare_queries())
-            self.run(lambda arc: arc.encoder.encode_queries(["warm up"]))
+            self.run(lambda arc: arc.warm())
         except Exception as e:  # the first real query reports it properly
             log.warning("news-archive: could not preload the model for %s: %s", self.path, e)
 
