@@ -149,7 +149,7 @@ def test_every_related_mode_finds_the_story(arc, sample_archive, mode):
     urls = sample_archive.story_urls["avalanche"]
     article = arc.article(urls[0])
     results = arc.related(article["id"], k=5, mode=mode)
-    # "avalanche" holds several avalanches; bm25 more-like-this (the baseline mode) mixes them up more
+    # "avalanche" holds several avalanches; keyword similarity alone (the baseline mode) mixes them up more
     assert sum(r.url in urls for r in results) >= (2 if mode == "keyword" else 4), [
         (r.outlet, r.title) for r in results
     ]
