@@ -204,7 +204,8 @@ def search(query, db_path, index_dir, model, as_json, k, outlet, since, until, m
     "--batch",
     "batch_file",
     type=click.File("r"),
-    help='JSON Lines of {"article": ID_OR_URL, "k": ...}; one JSON answer a line, in order',
+    help='JSON Lines of {"article": ID_OR_URL, "k": ..., "mode": ..., "window": ..., "other_outlets": ...};'
+    " one JSON answer a line, in order",
 )
 @click.option("--mode", type=click.Choice(["semantic", "hybrid", "keyword"]), default="hybrid", show_default=True)
 @click.option("--window", type=click.IntRange(0, 36500), help="Only articles published within DAYS of it")
@@ -234,8 +235,23 @@ def related(
     _echo_results(str(article), arc.related(article, k=k, outlet=outlet, since=since, until=until, **more), as_json)
 
 
+BATCH_OPTIONS = {
+    "query": {"k", "outlet", "since", "until", "mode"},
+    "article": {"k", "outlet", "since", "until", "mode", "window", "other_outlets"},
+}
+
+
+def _check_batch_options(n: int, opts: dict) -> None:
+    if "k" in opts and (type(opts["k"]) is not int or not 1 <= opts["k"] <= 1000):
+        raise ArchiveError(f"line {n}: k must be an integer from 1 to 1000")
+    if opts.get("window") is not None and (type(opts["window"]) is not int or not 0 <= opts["window"] <= 36500):
+        raise ArchiveError(f"line {n}: window must be a number of days from 0 to 36500")
+    if "other_outlets" in opts and type(opts["other_outlets"]) is not bool:
+        raise ArchiveError(f"line {n}: other_outlets must be true or false")
+
+
 def _run_batch(lines, key: str, answer) -> None:
-    allowed = {"k", "outlet", "since", "until", "mode"} if key == "query" else {"k", "outlet", "since", "until"}
+    allowed = BATCH_OPTIONS[key]
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -244,8 +260,7 @@ def _run_batch(lines, key: str, answer) -> None:
             if not isinstance(item, dict) or key not in item:
                 raise ArchiveError(f"line {n}: expected an object with {key!r}")
             opts = {o: item[o] for o in allowed if o in item}
-            if "k" in opts and (not isinstance(opts["k"], int) or not 1 <= opts["k"] <= 1000):
-                raise ArchiveError(f"line {n}: k must be an integer from 1 to 1000")
+            _check_batch_options(n, opts)
             results = answer(item[key], opts)
             out = {"query": item[key], "results": [r.to_dict() for r in results]}
         except (ArchiveError, ValueError) as e:

@@ -117,6 +117,34 @@ def test_batch_answers_in_order_with_errors_inline(sample_archive, tmp_path):
     assert len(lines[0]["results"]) == 2 and "no article" in lines[1]["error"]
 
 
+def test_related_batch_lines_set_mode_window_and_outlet_preference(sample_archive, debbie_ids, tmp_path):
+    a = debbie_ids[0]
+    related = tmp_path / "r.jsonl"
+    related.write_text(
+        "\n".join(
+            json.dumps(x)
+            for x in [
+                {"article": a, "k": 5, "mode": "keyword"},
+                {"article": a, "k": 30, "window": 1},
+                {"article": a, "mode": "psychic"},
+                {"article": a, "window": "soon"},
+                {"article": a, "other_outlets": "yes"},
+            ]
+        )
+    )
+    args = ("--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir)
+    lines = [json.loads(x) for x in run("related", "--batch", related, *args).output.splitlines()]
+    arc = sample_archive.open()
+    try:
+        assert [r["id"] for r in lines[0]["results"]] == [r.id for r in arc.related(a, k=5, mode="keyword")]
+        assert [r["id"] for r in lines[1]["results"]] == [r.id for r in arc.related(a, k=30, window=1)]
+        assert len(lines[1]["results"]) < len(arc.related(a, k=30))  # the window narrowed it
+    finally:
+        arc.close()
+    assert "mode must be one of" in lines[2]["error"]
+    assert "window must be" in lines[3]["error"] and "other_outlets must be" in lines[4]["error"]
+
+
 def test_verify_delete_index_stats(copy):
     assert run("verify", "--db", copy).exit_code == 0
     assert "deleted 1 article(s): 1" in run("delete", "1", "--db", copy).output
