@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from archive import Archive
-from archive.embed import Encoder
+from archive.embed import Encoder, default_model_path
 from archive.sample import fetch_news_articles
 
 CACHE = Path.home() / ".cache" / "news-archive" / "quality"
@@ -99,8 +99,12 @@ class CachedEncoder:
 
     def __init__(self, encoder: Encoder, path: Path = CACHE / "embeddings.sqlite"):
         self._enc = encoder
-        # torch vectors are keyed by the text alone (the cache predates backends); others by backend + text
-        self._salt = "" if encoder.backend == "torch" else f"{encoder.backend}:"
+        # the bundled model's torch vectors are keyed by the text alone (the cache predates backends and
+        # --model); its other backends by backend + text; any other model by its fingerprint + text
+        if encoder.path != default_model_path():
+            self._salt = f"{encoder.fingerprint}:"
+        else:
+            self._salt = "" if encoder.backend == "torch" else f"{encoder.backend}:"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
         self._db.execute("create table if not exists v (h text primary key, vec blob)")
@@ -135,12 +139,13 @@ class CachedEncoder:
 
 _ENCODER: CachedEncoder | None = None
 BACKEND = "torch"
+MODEL: str | None = None  # a local sentence-transformers folder; None: the bundled all-MiniLM-L6-v2
 
 
 def encoder() -> CachedEncoder:
     global _ENCODER
     if _ENCODER is None:
-        _ENCODER = CachedEncoder(Encoder(backend=BACKEND))
+        _ENCODER = CachedEncoder(Encoder(MODEL, backend=BACKEND))
     return _ENCODER
 
 
@@ -517,9 +522,10 @@ def main(argv=None) -> None:
     p.add_argument("--only", choices=["lee", "bbc", "news"], action="append", help="run only these parts")
     p.add_argument("--sweep", action="store_true", help="measure ranking variants instead of the table")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="the archive's encoder backend")
+    p.add_argument("--model", help="a local sentence-transformers folder to measure instead of the bundled model")
     args = p.parse_args(argv)
-    global BACKEND
-    BACKEND = args.backend
+    global BACKEND, MODEL
+    BACKEND, MODEL = args.backend, args.model
     if args.sweep:
         return sweep(args.bbc_per_category)
     table: dict[str, dict] = defaultdict(dict)
