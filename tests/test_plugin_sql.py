@@ -92,3 +92,11 @@ def test_hook_skips_databases_that_are_not_archives():
     prepare_connection(conn, "other", Datasette([]))
     with pytest.raises(sqlite3.OperationalError, match="no such function"):
         conn.execute("select semantic_search('x')")
+
+
+async def test_derived_tables_are_described_and_the_bulky_ones_hidden(ds):
+    tables = {t["name"]: t for t in (await ds.client.get("/archive.json")).json()["tables"]}
+    assert all(tables[t]["hidden"] for t in ("article_terms", "article_minhash", "minhash_bands"))
+    assert not tables["terms"]["hidden"] and not tables["article_groups"]["hidden"]
+    rows = (await ds.client.get("/archive/terms.json?_shape=array&_size=5")).json()
+    assert len(rows) == 5 and rows[0]["df"] >= rows[-1]["df"] >= 1  # most used words first (sort_desc: df)
