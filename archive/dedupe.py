@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import numpy as np
 import sqlite_utils
 
+from . import store
 from .store import transaction
 
 SHINGLE = 5
@@ -132,18 +133,14 @@ def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
 
 
 def ungrouped(db: sqlite_utils.Database) -> list[int]:
-    """Articles with no signature: loaded before grouping existed, or by a load killed between its commits."""
+    """Articles with no duplicate signature."""
     ensure_schema(db)
-    sql = "select id from articles where id not in (select article_id from article_minhash) order by id"
-    return [r[0] for r in db.execute(sql)]
+    return store.articles_without(db, "article_minhash")
 
 
 def backfill(db: sqlite_utils.Database) -> int:
     """Group every article that has no signature yet."""
-    missing = ungrouped(db)
-    for start in range(0, len(missing), 500):
-        update(db, missing[start : start + 500])
-    return len(missing)
+    return store.backfill(db, ungrouped(db), update)
 
 
 def _matches(db, aid: int, body_hash: str | None, sig: np.ndarray, n: int, keys: list[int]) -> set[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -305,6 +305,23 @@ def delete_articles(db: sqlite_utils.Database, article_ids: list[int]) -> list[i
         meta = get_meta(db)
         _write_meta(db, generation=str(int(meta["generation"]) + 1))
     return removed
+
+
+# ---- tables derived from articles (duplicate groups, keyword signatures) -------------------------------
+
+
+def articles_without(db: sqlite_utils.Database, table: str) -> list[int]:
+    """Articles with no row in a per-article derived table (keyed by article_id): loaded before it existed,
+    or by a load killed between its commits."""
+    sql = f"select id from articles where id not in (select article_id from [{table}]) order by id"
+    return [r[0] for r in db.execute(sql)]
+
+
+def backfill(db: sqlite_utils.Database, missing: list[int], update: Callable, batch: int = 500) -> int:
+    """Run `update(db, ids)` over the missing articles a batch at a time; returns how many there were."""
+    for start in range(0, len(missing), batch):
+        update(db, missing[start : start + batch])
+    return len(missing)
 
 
 # ---- reads ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 import sqlite_utils
 
+from . import store
 from .store import transaction
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -120,17 +121,14 @@ def _term_ids(db, vocabulary: set[str]) -> dict[str, int]:
 
 
 def unsigned(db: sqlite_utils.Database) -> list[int]:
-    """Articles with no keyword signature: loaded before signatures existed, or by a load killed mid-way."""
+    """Articles with no keyword signature."""
     ensure_schema(db)
-    sql = "select id from articles where id not in (select article_id from article_terms) order by id"
-    return [r[0] for r in db.execute(sql)]
+    return store.articles_without(db, "article_terms")
 
 
 def backfill(db: sqlite_utils.Database) -> int:
-    missing = unsigned(db)
-    for start in range(0, len(missing), 500):
-        update(db, missing[start : start + 500])
-    return len(missing)
+    """Sign every article that has no keyword signature yet."""
+    return store.backfill(db, unsigned(db), update)
 
 
 # ---- reads ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from archive import Archive
+from archive import Archive, store
 from archive.sample import fetch_news_articles
 
 # Stories several outlets covered, so related coverage has something to find.
@@ -35,6 +35,29 @@ class SampleArchive:
 @pytest.fixture(scope="session")
 def news_csv() -> Path:
     return fetch_news_articles()
+
+
+def distinct_rows(source: Path, n: int, min_chars: int, titled: bool = False) -> list[dict]:
+    """The first n real NewsArticles rows with bodies over min_chars and distinct openings."""
+    csv.field_size_limit(1 << 30)
+    with open(source, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if len(r["text"]) > min_chars and (r["title"].strip() or not titled)]
+    seen, out = set(), []
+    for r in rows:
+        if r["text"][:200] not in seen:
+            seen.add(r["text"][:200])
+            out.append(r)
+        if len(out) == n:
+            break
+    return out
+
+
+@pytest.fixture
+def db(tmp_path):
+    """An empty archive database (schema only)."""
+    d = store.open_db(str(tmp_path / "archive.db"), create=True)
+    yield d
+    d.conn.close()
 
 
 def write_story_slice(source: Path, out: Path, others: int = OTHERS) -> dict[str, list[str]]:

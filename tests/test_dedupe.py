@@ -1,10 +1,10 @@
 """Near-duplicate grouping on real article text: exact copies, wire rewrites, trimmed copies, unrelated stories."""
 
-import csv
 import re
 
 import numpy as np
 import pytest
+from conftest import distinct_rows
 
 from archive import dedupe, store
 
@@ -12,24 +12,7 @@ from archive import dedupe, store
 @pytest.fixture(scope="module")
 def bodies(news_csv):
     """Twelve long real NewsArticles bodies with distinct openings."""
-    csv.field_size_limit(1 << 30)
-    with open(news_csv, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if len(r["text"]) > 2500]
-    seen, out = set(), []
-    for r in rows:
-        if r["text"][:200] not in seen:
-            seen.add(r["text"][:200])
-            out.append(r["text"])
-        if len(out) == 12:
-            break
-    return out
-
-
-@pytest.fixture
-def db(tmp_path):
-    d = store.open_db(str(tmp_path / "d.db"), create=True)
-    yield d
-    d.conn.close()
+    return [r["text"] for r in distinct_rows(news_csv, 12, 2500)]
 
 
 def add(db, body, outlet="a.example"):

@@ -1,11 +1,11 @@
 """Keyword signatures and document frequencies on real article text, checked against a brute-force TF-IDF."""
 
-import csv
 import math
 from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import distinct_rows
 
 from archive import store, terms
 
@@ -13,24 +13,7 @@ from archive import store, terms
 @pytest.fixture(scope="module")
 def bodies(news_csv):
     """Twenty real NewsArticles (title, body) pairs with distinct openings."""
-    csv.field_size_limit(1 << 30)
-    with open(news_csv, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if len(r["text"]) > 1500 and r["title"].strip()]
-    seen, out = set(), []
-    for r in rows:
-        if r["text"][:200] not in seen:
-            seen.add(r["text"][:200])
-            out.append((r["title"], r["text"]))
-        if len(out) == 20:
-            break
-    return out
-
-
-@pytest.fixture
-def db(tmp_path):
-    d = store.open_db(str(tmp_path / "t.db"), create=True)
-    yield d
-    d.conn.close()
+    return [(r["title"], r["text"]) for r in distinct_rows(news_csv, 20, 1500, titled=True)]
 
 
 def add(db, title, body, outlet="x"):
