@@ -65,12 +65,21 @@ def shingles(text: str) -> np.ndarray:
 
 
 def signature(hashed: np.ndarray) -> np.ndarray:
-    """MinHash signature (NUM_PERM uint32 values as uint64) of a set of hashed shingles."""
+    """MinHash signature (NUM_PERM uint32 values as uint64) of a set of hashed shingles.
+
+    Mixed a block of shingles at a time: the whole (shingles x NUM_PERM) matrix of a 2 MB article (~350k
+    shingles) would take ~1-2 GB at peak; a block takes 4 MB and the minimum is the same."""
     if not len(hashed):
         return np.full(NUM_PERM, np.iinfo(np.uint32).max, dtype=np.uint64)
+    block = 4096
+    sig = np.full(NUM_PERM, np.iinfo(np.uint64).max, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        mixed = (hashed[:, None] * _A[None, :] + _B[None, :]) >> np.uint64(32)
-    return mixed.min(axis=0)
+        for start in range(0, len(hashed), block):
+            mixed = hashed[start : start + block, None] * _A[None, :]
+            mixed += _B[None, :]
+            mixed >>= np.uint64(32)
+            np.minimum(sig, mixed.min(axis=0), out=sig)
+    return sig
 
 
 def band_keys(sig: np.ndarray) -> list[int]:
