@@ -1,22 +1,38 @@
-"""Readers that turn files (JSON Lines, JSON, CSV/TSV, HTML, text/markdown, stdin) into Article records.
+"""Readers that turn files (JSON Lines, JSON, CSV/TSV, HTML, text/markdown, WARC, stdin) into Article records.
 
-`read_sources` checks every path up front (raising SourceError for missing files and empty folders) and then
-yields an `Article` or a `Rejection` per record; bad input inside a file never raises. Every record keeps
-its origin ("path:LINE", or "path" for one-article files) so that messages point at the exact line.
+Reading and parsing are split so that parsing can run in worker processes: `read_raw` walks the inputs and
+yields one cheap, picklable `Raw` per record (or a `Rejection` for a file that cannot be read), and the pure
+function `parse_raw` turns a Raw into an `Article` or a `Rejection`. `read_sources` is the two chained.
+
+Paths are checked up front (SourceError for missing files and empty folders); after that bad input never
+raises: it costs its own record, or the rest of its file when the file itself is broken. Every record keeps
+its origin ("path:LINE", "path" for one-article files, "path@OFFSET" for a WARC record) for messages.
+
+Inputs stream: files are decoded in chunks, so no reader holds a whole file, only one record at a time (at most
+RECORD_MAX_CHARS). `.gz`, `.bz2` and `.xz` files are read through their decompressor; the format comes from the
+extension in front of the compression suffix (`x.jsonl.gz`).
 """
 
 from __future__ import annotations
 
-import bisect
+import bz2
+import codecs
 import csv
-import io
+import gzip
 import json
+import lzma
 import os
 import re
+import stat
 import sys
-from collections.abc import Iterable, Iterator
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TextIO
+from functools import lru_cache
+from itertools import chain
+from typing import BinaryIO, TextIO
 from urllib.parse import urlsplit
 
 from dateutil import parser as date_parser
@@ -24,11 +40,25 @@ from dateutil import parser as date_parser
 from .clean import clean_text, clean_title
 from .models import ArchiveError, Article, Rejection, SourceError
 
-__all__ = ["read_sources", "normalise", "parse_date", "ARTICLE_EXTENSIONS", "FIELDS"]
+__all__ = [
+    "read_sources",
+    "read_raw",
+    "parse_raw",
+    "normalise",
+    "parse_date",
+    "Raw",
+    "RawReader",
+    "Records",
+    "ARTICLE_EXTENSIONS",
+    "COMPRESSION_SUFFIXES",
+    "FIELDS",
+    "FIELD_LIMITS",
+]
 
 Record = Article | Rejection
 
-ARTICLE_EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".html", ".htm", ".txt", ".md")
+ARTICLE_EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".html", ".htm", ".warc", ".txt", ".md")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
 
 # Our field name -> accepted column names (compared after lower-casing, spaces/hyphens -> underscores).
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -44,10 +74,72 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 _ALIAS_TO_FIELD = {alias: name for name, aliases in FIELDS.items() for alias in aliases}
 
-TITLE_MAX = 120
+# Longest raw value (characters) accepted per field: anything longer is not that field, and some cost dearly
+# to parse (dateutil takes ~25 s over a 2 MB date string).
+FIELD_LIMITS = {"title": 2_000, "outlet": 500, "byline": 2_000, "url": 8_192, "published": 200}
+
+TITLE_MAX = 120  # a derived title's length
+TITLE_LINE_MAX = 250  # a text file's first line longer than this is a paragraph, not a title
+RECORD_MAX_CHARS = 32 * 2**20  # one record (a JSON Lines line, a CSV row, an HTML page) at most; keeps memory flat
+MAX_DEPTH = 64  # nesting of a record's values
+INT_MAX_DIGITS = 4300  # Python's own limit on int <-> str conversion
+CHUNK = 2**20  # bytes read at a time
+
+# --- records between reading and parsing ------------------------------------------------------------------
 
 
-# --- entry point -----------------------------------------------------------------------------------------
+@dataclass
+class Raw:
+    """One undecoded record: cheap to make and to pickle, turned into an Article by `parse_raw`.
+
+    kind: "fields" (payload: a dict of columns/keys), "json" (payload: the text of one JSON value, e.g. a JSON
+    Lines line: decoding it is parsing work), "html" (a page's text) or "text" (a .txt/.md file's text).
+    meta: e.g. {"url": ..., "published": ...} from a WARC record header, {"markdown": True} for .md files.
+    """
+
+    kind: str
+    payload: object
+    origin: str
+    meta: dict = field(default_factory=dict)
+
+
+class RawReader:
+    """Iterator of Raw | Rejection over checked files; `skipped` counts records passed over on purpose.
+
+    Skipped records are not errors (a WARC's request, metadata and non-HTML response records), so they are
+    counted by kind, e.g. {"WARC request record": 12, "WARC response not HTML": 3}, rather than rejected.
+    """
+
+    def __init__(self, files: list[str], encoding: str, stdin: TextIO | None, max_record_chars: int) -> None:
+        self.skipped: Counter[str] = Counter()
+        self._items = _iterate(files, encoding, stdin, max_record_chars, self.skipped)
+
+    def __iter__(self) -> RawReader:
+        return self
+
+    def __next__(self) -> Raw | Rejection:
+        return next(self._items)
+
+
+class Records:
+    """What `read_sources` returns: an iterator of Article | Rejection, with the reader's `skipped` counts."""
+
+    def __init__(self, raws: RawReader, field_map: dict[str, str] | None, max_body_chars: int) -> None:
+        self._raws, self._field_map, self._max_body_chars = raws, field_map, max_body_chars
+
+    @property
+    def skipped(self) -> Counter[str]:
+        return self._raws.skipped
+
+    def __iter__(self) -> Records:
+        return self
+
+    def __next__(self) -> Record:
+        item = next(self._raws)
+        return item if isinstance(item, Rejection) else parse_raw(item, self._field_map, self._max_body_chars)
+
+
+# --- entry points -----------------------------------------------------------------------------------------
 
 
 def read_sources(
@@ -57,22 +149,34 @@ def read_sources(
     encoding: str = "utf-8",
     max_body_chars: int = 2_000_000,
     stdin: TextIO | None = None,
-) -> Iterator[Record]:
+) -> Records:
     """Check every path now, then lazily yield one Article or Rejection per record, in path order."""
     field_map = _check_field_map(field_map)
+    raws = read_raw(paths, encoding=encoding, stdin=stdin, max_record_chars=max(RECORD_MAX_CHARS, 4 * max_body_chars))
+    return Records(raws, field_map, max_body_chars)
+
+
+def read_raw(
+    paths: Iterable[str],
+    field_map: dict[str, str] | None = None,
+    *,
+    encoding: str = "utf-8",
+    stdin: TextIO | None = None,
+    max_record_chars: int = RECORD_MAX_CHARS,
+) -> RawReader:
+    """Check every path (and the field map) now, then lazily yield one Raw per record, or a Rejection."""
+    _check_field_map(field_map)  # parse_raw applies it; a bad one must fail here, before any work
     files = [f for p in paths for f in _expand(p)]
-    opts = _Options(field_map, encoding, max_body_chars)
-    return _iterate(files, opts, stdin)
+    return RawReader(files, encoding, stdin, max_record_chars)
 
 
-class _Options:
-    def __init__(self, field_map: dict[str, str] | None, encoding: str, max_body_chars: int) -> None:
-        self.field_map = field_map
-        self.encoding = encoding
-        self.max_body_chars = max_body_chars
-
-    def article(self, fields: dict, origin: str) -> Record:
-        return normalise(fields, origin, self.field_map, max_body_chars=self.max_body_chars)
+def parse_raw(raw: Raw, field_map: dict[str, str] | None = None, max_body_chars: int = 2_000_000) -> Record:
+    """Turn one Raw into an Article or a Rejection; never raises for bad data (pure, safe in a worker)."""
+    field_map = _check_field_map(field_map)
+    try:
+        return _PARSERS[raw.kind](raw, field_map, max_body_chars)
+    except Exception as e:  # noqa: BLE001 - RecursionError, ValueError, a parser bug: one record, not the load
+        return Rejection(raw.origin, f"could not parse the record: {type(e).__name__}: {str(e)[:200]}")
 
 
 def _check_field_map(field_map: dict[str, str] | None) -> dict[str, str] | None:
@@ -88,6 +192,12 @@ def _check_field_map(field_map: dict[str, str] | None) -> dict[str, str] | None:
     return out
 
 
+def _is_article_file(name: str) -> bool:
+    name = name.lower()
+    inner = next((name[: -len(s)] for s in COMPRESSION_SUFFIXES if name.endswith(s)), name)
+    return inner.endswith(ARTICLE_EXTENSIONS)
+
+
 def _expand(path: str) -> list[str]:
     if path == "-":
         return ["-"]
@@ -98,200 +208,493 @@ def _expand(path: str) -> list[str]:
     found = []
     for root, dirs, names in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            os.path.join(root, n)
-            for n in sorted(names)
-            if not n.startswith(".") and n.lower().endswith(ARTICLE_EXTENSIONS)
-        ]
+        found += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and _is_article_file(n)]
     if not found:
         exts = ", ".join(ARTICLE_EXTENSIONS)
-        raise SourceError(f"{path}: no article files found (looked for {exts})")
+        raise SourceError(f"{path}: no article files found (looked for {exts}), plain or .gz, .bz2, .xz")
     return found
 
 
-def _iterate(files: list[str], opts: _Options, stdin: TextIO | None) -> Iterator[Record]:
+def _iterate(
+    files: list[str], encoding: str, stdin: TextIO | None, limit: int, skipped: Counter
+) -> Iterator[Raw | Rejection]:
     for path in files:
         if path == "-":
-            yield from _read_stdin(stdin if stdin is not None else sys.stdin, opts)
+            yield from _read_stdin(stdin if stdin is not None else sys.stdin, limit)
         else:
-            yield from _read_file(path, opts)
+            yield from _read_file(path, encoding, limit, skipped)
 
 
-# --- files -----------------------------------------------------------------------------------------------
+# --- opening and decoding ---------------------------------------------------------------------------------
 
 
-def _read_stdin(stream: TextIO, opts: _Options) -> Iterator[Record]:
+class _Broken(Exception):
+    """The file fails part-way (corrupt compression, undecodable bytes, a broken WARC): the rest is skipped."""
+
+
+_FILE_KINDS = [
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+]
+
+
+def _not_regular(path: str, mode: int) -> str | None:
+    """Why a path is not a regular file (a symlink to /dev/zero named x.txt would never end), or None."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    link = f"a symlink to {os.path.realpath(path)}, " if os.path.islink(path) else ""
+    return f"not a regular file ({link}{kind}); only regular files are read"
+
+
+def _open(path: str) -> BinaryIO:
+    problem = _not_regular(path, os.stat(path).st_mode)  # before opening: opening a device can have effects
+    if problem:
+        raise _Broken(problem)
+    # O_NONBLOCK: opening a named pipe must not wait for a writer (it is refused right after, by fstat)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    problem = _not_regular(path, os.fstat(fd).st_mode)
+    if problem:
+        os.close(fd)
+        raise _Broken(problem)
+    return os.fdopen(fd, "rb")
+
+
+_DECOMPRESS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
+    ".gz": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    ".bz2": lambda f: bz2.BZ2File(f),
+    ".xz": lambda f: lzma.LZMAFile(f),
+}
+_CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _format_of(path: str) -> tuple[str, str | None]:
+    """The format's extension (in front of any compression suffix) and the compression suffix."""
+    name = path.lower()
+    suffix = next((s for s in COMPRESSION_SUFFIXES if name.endswith(s)), None)
+    inner = name[: -len(suffix)] if suffix else name
+    return os.path.splitext(inner)[1], suffix
+
+
+def _chunks(binary: BinaryIO, compressed: bool) -> Iterator[bytes]:
+    # read1 hands over what each decompression step made, so a corrupt tail loses only what comes after it
+    read, offset = (binary.read1 if compressed else binary.read), 0
+    while True:
+        try:
+            data = read(CHUNK)
+        except _CORRUPT as e:
+            if not compressed:
+                raise
+            raise _Broken(f"corrupt or truncated compressed data after {offset:,} bytes of text ({e})") from None
+        if not data:
+            return
+        offset += len(data)
+        yield data
+
+
+def _decoded(chunks: Iterator[bytes], encoding: str) -> Iterator[str]:
+    """Text chunks (NULs removed) from byte chunks; raises _Broken at the first undecodable byte."""
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
     try:
-        yield from _jsonl_lines(enumerate(stream, 1), "<stdin>", opts)
-    except (OSError, UnicodeDecodeError) as e:  # a closed or undecodable stream still must not raise
+        info = codecs.lookup("utf-8" if utf8 else encoding)
+    except LookupError:
+        info = None
+    if info is None or not info._is_text_encoding:  # rot13, base64, hex ... are not text encodings
+        raise _Broken(f"unknown encoding {encoding!r}")
+    decoder, offset, start = info.incrementaldecoder(), 0, True
+    for data in chain(chunks, [b""]):
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as e:
+            name = "UTF-8" if utf8 else encoding
+            at = offset - pending + e.start
+            reason = f"not valid {name} (byte 0x{e.object[e.start]:02x} at offset {at});"
+            raise _Broken(f"{reason} re-encode it or pass --encoding") from None
+        except UnicodeError as e:
+            raise _Broken(f"not valid {encoding}: {e}") from None
+        offset += len(data)
+        if start and text:
+            text, start = (text[1:] if utf8 and text[0] == "\ufeff" else text), False  # a UTF-8 BOM is not text
+        if "\x00" in text:
+            text = text.replace("\x00", "")  # csv and lxml choke on NULs; they are never meaningful in articles
+        if text:
+            yield text
+
+
+class _Text:
+    """A file's decoded text, pulled chunk by chunk: peek at its start, then take all of it from the start."""
+
+    PEEK_MAX = 2**20
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self._chunks, self.head = chunks, ""
+
+    def peek(self, n: int) -> str:
+        while len(self.head) < n and self._pull():
+            pass
+        return self.head[:n]
+
+    def first_char(self) -> str:
+        """The first non-blank character ("" for a blank file; looks at most PEEK_MAX characters ahead)."""
+        while not self.head.strip() and len(self.head) < self.PEEK_MAX and self._pull():
+            pass
+        return self.head.lstrip()[:1]
+
+    def take(self) -> Iterator[str]:
+        head, self.head = self.head, ""
+        return chain([head] if head else [], self._chunks)
+
+    def _pull(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self.head += chunk
+        return True
+
+
+def _read_all(chunks: Iterable[str], limit: int) -> str | None:
+    """The whole text, or None when it is longer than limit (reading stops there)."""
+    parts, size = [], 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return "".join(parts)
+
+
+_LINE_END = re.compile("(\r\n|\r|\n)")
+
+
+def _lines(chunks: Iterable[str], limit: int) -> Iterator[str | None]:
+    """Physical lines with their endings, split only at \\r\\n, \\r and \\n (like newline=""); None stands
+    for a line longer than limit, which is dropped as it streams past."""
+    pending: list[str] = []
+    size, skipping, held = 0, False, ""
+    for chunk in chunks:
+        chunk, held = held + chunk, ""
+        if chunk.endswith("\r"):  # may be half of a \r\n
+            chunk, held = chunk[:-1], "\r"
+        if "\r" in chunk:
+            parts = _LINE_END.split(chunk)
+            ends = parts[1::2]
+            parts = parts[0::2]
+        else:  # the usual case, and far quicker than the regex
+            parts = chunk.split("\n")
+            ends = ["\n"] * (len(parts) - 1)
+        for piece, end in zip(parts, ends):
+            line = piece + end
+            if skipping:
+                skipping = False
+                continue
+            if pending:
+                line, pending, size = "".join(pending) + line, [], 0
+            yield line if len(line) <= limit else None
+        tail = parts[-1]
+        if tail and not skipping:
+            pending.append(tail)
+            size += len(tail)
+            if size > limit:
+                yield None
+                pending, size, skipping = [], 0, True
+    rest = "".join(pending) + held
+    if rest and not skipping:
+        yield rest if len(rest) <= limit else None
+
+
+# --- files ------------------------------------------------------------------------------------------------
+
+
+def _read_stdin(stream: TextIO, limit: int) -> Iterator[Raw | Rejection]:
+    try:
+        yield from _jsonl(_stdin_lines(stream, limit), "<stdin>", limit)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # a closed or undecodable stream still must not raise
         yield Rejection("<stdin>", f"cannot read standard input: {e}")
 
 
-def _read_file(path: str, opts: _Options) -> Iterator[Record]:
+def _stdin_lines(stream: TextIO, limit: int) -> Iterator[str | None]:
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith("\n"):
+            yield line
+            continue
+        while line and not line.endswith("\n"):  # drop the rest of an over-long line, a piece at a time
+            line = stream.readline(CHUNK)
+        yield None
+
+
+def _read_file(path: str, encoding: str, limit: int, skipped: Counter) -> Iterator[Raw | Rejection]:
+    ext, compression = _format_of(path)
+    count = 0
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        with _open(path) as f:
+            # warcio reads .warc.gz itself, member by member, so that a corrupt member costs the file's rest only
+            plain = compression is None or (ext == ".warc" and compression == ".gz")
+            binary = f if plain else _DECOMPRESS[compression](f)
+            if ext == ".warc":
+                reader = _read_warc(binary, path, limit, skipped)
+            else:
+                reader = _read_text_file(
+                    _Text(_decoded(_chunks(binary, bool(compression)), encoding)), path, ext, limit
+                )
+            for item in reader:
+                count += 1
+                yield item
+    except _Broken as e:
+        yield Rejection(path, f"{e}; rest of the file skipped" if count else str(e))
     except OSError as e:
         yield Rejection(path, f"cannot read: {e.strerror or e}")
-        return
-    text = _decode(data, path, opts.encoding)
-    if isinstance(text, Rejection):
-        yield text
-        return
-    text = text.replace("\x00", "")  # csv and lxml choke on NULs; they are never meaningful in articles
-    if not text.strip():
+    except Exception as e:  # noqa: BLE001 - a reader bug on odd input must cost one file, not the load
+        yield Rejection(path, f"could not read: {type(e).__name__}: {e}")
+
+
+def _read_text_file(text: _Text, path: str, ext: str, limit: int) -> Iterator[Raw | Rejection]:
+    first = text.first_char()
+    if not first:
         yield Rejection(path, "empty file")
         return
-    reader = _reader_for(path, text)
+    reader = _reader_for(ext, first)
     if reader is None:
         yield Rejection(
             path,
             f"unknown format (expected one of {', '.join(ARTICLE_EXTENSIONS)}, or content starting with [, {{ or <)",
         )
         return
-    try:
-        yield from reader(text, path, opts)
-    except Exception as e:  # noqa: BLE001 - a parser bug on odd input must cost one file, not the load
-        yield Rejection(path, f"could not read: {type(e).__name__}: {e}")
+    yield from reader(text, path, limit)
 
 
-def _decode(data: bytes, path: str, encoding: str) -> str | Rejection:
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        return data.decode(codec)
-    except UnicodeDecodeError as e:
-        name = "UTF-8" if codec == "utf-8-sig" else encoding
-        byte = data[e.start]
-        return Rejection(
-            path, f"not valid {name} (byte 0x{byte:02x} at offset {e.start}); re-encode it or pass --encoding"
-        )
-    except LookupError:
-        return Rejection(path, f"unknown encoding {encoding!r}")
+def _reader_for(ext: str, first: str) -> Callable[[_Text, str, int], Iterator[Raw | Rejection]] | None:
+    by_ext = {
+        ".jsonl": _read_jsonl,
+        ".ndjson": _read_jsonl,
+        ".json": _read_json,
+        ".csv": _read_csv,
+        ".tsv": _read_csv,
+        ".html": _read_whole("html"),
+        ".htm": _read_whole("html"),
+        ".txt": _read_whole("text"),
+        ".md": _read_whole("text", markdown=True),
+    }
+    if ext in by_ext:
+        return by_ext[ext]
+    return {"[": _read_json, "{": _read_jsonl, "<": _read_whole("html")}.get(first)
 
 
-def _reader_for(path: str, text: str):
-    ext = os.path.splitext(path)[1].lower()
-    if ext in (".jsonl", ".ndjson"):
-        return _read_jsonl
-    if ext == ".json":
-        return _read_json
-    if ext in (".csv", ".tsv"):
-        return _read_csv
-    if ext in (".html", ".htm"):
-        return _read_html
-    if ext in (".txt", ".md"):
-        return _read_text
-    first = text.lstrip()[:1]
-    return {"[": _read_json, "{": _read_jsonl, "<": _read_html}.get(first)
+def _read_whole(kind: str, **meta: object) -> Callable[[_Text, str, int], Iterator[Raw | Rejection]]:
+    """A one-article file (HTML page, text, markdown): read whole, up to the record limit."""
+
+    def read(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
+        whole = _read_all(text.take(), limit)
+        if whole is None:
+            yield Rejection(path, f"file too long: more than {limit:,} characters")
+        else:
+            yield Raw(kind, whole, path, dict(meta))
+
+    return read
 
 
-# --- JSON ------------------------------------------------------------------------------------------------
+# --- JSON -------------------------------------------------------------------------------------------------
 
 
-def _json_error(e: json.JSONDecodeError, with_line: bool = False) -> str:
-    where = f"line {e.lineno} column {e.colno}" if with_line else f"column {e.colno}"
-    return f"invalid JSON: {e.msg} ({where})"
+class _LongNumber(str):
+    """An integer literal with more digits than Python converts: kept as text so its record can be rejected."""
 
 
-def _object_or_rejection(value: object, origin: str, opts: _Options) -> Record:
-    if not isinstance(value, dict):
-        return Rejection(origin, f"expected a JSON object, got {_json_type(value)}")
-    return opts.article(value, origin)
+def _parse_int(literal: str) -> int | str:
+    return int(literal) if len(literal.lstrip("-")) <= INT_MAX_DIGITS else _LongNumber(literal)
+
+
+_JSON = json.JSONDecoder(parse_int=_parse_int)
+_INT_LIMIT = 10**INT_MAX_DIGITS
+
+
+def _json_error(e: json.JSONDecodeError, where: str | None = None) -> str:
+    return f"invalid JSON: {e.msg} ({where or f'column {e.colno}'})"
 
 
 def _json_type(value: object) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return names.get(type(value), "null" if value is None else type(value).__name__)
+    kinds = [(bool, "a boolean"), ((int, float, _LongNumber), "a number"), (str, "a string"), (list, "an array")]
+    return next((name for t, name in kinds if isinstance(value, t)), "null" if value is None else type(value).__name__)
 
 
-def _jsonl_lines(lines: Iterable[tuple[int, str]], path: str, opts: _Options) -> Iterator[Record]:
-    for lineno, line in lines:
-        line = line.replace("\x00", "").strip()
-        if not line:
+def _jsonl(lines: Iterable[str | None], path: str, limit: int) -> Iterator[Raw | Rejection]:
+    for lineno, line in enumerate(lines, 1):
+        if line is None:
+            yield Rejection(f"{path}:{lineno}", f"record too long: more than {limit:,} characters")
             continue
-        origin = f"{path}:{lineno}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield Rejection(origin, _json_error(e))
-            continue
-        except RecursionError:
-            yield Rejection(origin, "invalid JSON: nested too deeply")
-            continue
-        yield _object_or_rejection(value, origin, opts)
+        line = line.strip()
+        if line:
+            yield Raw("json", line, f"{path}:{lineno}")
 
 
-def _read_jsonl(text: str, path: str, opts: _Options) -> Iterator[Record]:
+def _read_jsonl(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
     # Only \n, \r\n and \r end a JSON Lines record: str.splitlines() would also split at U+2028, U+0085 and
     # friends, which JSON allows raw inside strings, breaking valid records and miscounting lines.
-    return _jsonl_lines(enumerate(re.split("\r\n|\r|\n", text), 1), path, opts)
+    return _jsonl(_lines(text.take(), limit), path, limit)
 
 
-def _read_json(text: str, path: str, opts: _Options) -> Iterator[Record]:
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        yield from _json_array(text, path, opts)
-        return
-    if stripped.startswith("{"):
-        try:
-            value = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            yield from _read_jsonl(text, path, opts)  # several objects, one per line
-            return
-        yield _object_or_rejection(value, path, opts)
-        return
-    yield from _read_jsonl(text, path, opts)
+def _read_json(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
+    first = text.first_char()
+    if first == "[":
+        yield from _json_array(_Window(text.take()), path, limit)
+    elif first == "{":
+        yield from _json_object_or_lines(_Window(text.take()), path, limit)
+    else:
+        yield from _read_jsonl(text, path, limit)
 
 
-_WS = re.compile(r"\s*")
+def _json_object_or_lines(w: _Window, path: str, limit: int) -> Iterator[Raw | Rejection]:
+    """One object (origin: the file), or else several, one per line (the window still holds the start)."""
+    got = w.decode(w.skip_ws(0), limit)
+    if isinstance(got, tuple) and got[0] is not _NESTED and w.rest_is_blank(got[1]):
+        yield Raw("fields", got[0], path)
+    else:
+        yield from _jsonl(_lines(chain([w.buf], w.chunks), limit), path, limit)
 
 
-def _json_array(text: str, path: str, opts: _Options) -> Iterator[Record]:
-    """Decode the array element by element so each record knows the line it starts on."""
-    newlines = [m.start() for m in re.finditer("\n", text)]
-    line_of = lambda pos: bisect.bisect_left(newlines, pos) + 1  # noqa: E731
-    decoder = json.JSONDecoder()
-    pos = _WS.match(text, 0).end() + 1  # past "["
-    index = 0
+def _json_array(w: _Window, path: str, limit: int) -> Iterator[Raw | Rejection]:
+    """Decode the array element by element, streaming, so each record knows the line it starts on."""
+    pos, index = w.skip_ws(0) + 1, 0  # past "["
     while True:
-        pos = _WS.match(text, pos).end()
-        if pos >= len(text):
-            yield Rejection(f"{path}:{line_of(pos)}", "invalid JSON: unterminated array")
+        pos = w.skip_ws(pos)
+        if pos >= len(w.buf):
+            yield Rejection(f"{path}:{w.line_at(pos)}", "invalid JSON: unterminated array")
             return
-        if text[pos] == "]" and index == 0:
+        if w.buf[pos] == "]" and index == 0:
             break
-        origin = f"{path}:{line_of(pos)}"
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            yield Rejection(origin, _json_error(e, with_line=True) + "; rest of the file skipped")
+        pos = w.compact(pos)
+        origin = f"{path}:{w.line_at(pos)}"
+        got = w.decode(pos, limit)
+        if isinstance(got, str):
+            yield Rejection(origin, got + "; rest of the file skipped")
             return
-        except RecursionError:
-            yield Rejection(origin, "invalid JSON: nested too deeply; rest of the file skipped")
-            return
-        yield _object_or_rejection(value, origin, opts)
+        value, pos = got
+        if value is _NESTED:
+            yield Rejection(origin, "invalid JSON: nested too deeply")
+        elif isinstance(value, dict):
+            yield Raw("fields", value, origin)
+        else:
+            yield Rejection(origin, f"expected a JSON object, got {_json_type(value)}")
         index += 1
-        pos = _WS.match(text, pos).end()
-        if text[pos : pos + 1] == ",":
+        pos = w.skip_ws(pos)
+        if w.buf[pos : pos + 1] == ",":
             pos += 1
-        elif text[pos : pos + 1] == "]":
+        elif w.buf[pos : pos + 1] == "]":
             break
         else:
             yield Rejection(
-                f"{path}:{line_of(pos)}",
+                f"{path}:{w.line_at(pos)}",
                 "invalid JSON: expected ',' or ']' after an array element; rest of the file skipped",
             )
             return
-    if text[pos + 1 :].strip():
-        yield Rejection(f"{path}:{line_of(pos + 1)}", "invalid JSON: extra data after the array (ignored)")
+    if not w.rest_is_blank(pos + 1):
+        yield Rejection(f"{path}:{w.line_at(pos + 1)}", "invalid JSON: extra data after the array (ignored)")
 
 
-# --- CSV -------------------------------------------------------------------------------------------------
+_NESTED = object()  # a value too deep for the decoder, skipped over
+_WS = re.compile(r"[ \t\n\r]*")
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
-def _sniff_dialect(text: str, path: str) -> type[csv.Dialect] | csv.Dialect:
-    fallback = csv.excel_tab if path.lower().endswith(".tsv") else csv.excel
-    sample = text[:65536]
+class _Window:
+    """A sliding window over a text stream for the JSON readers: refills on demand, drops what was read, and
+    knows the line and column of any position in it."""
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self.chunks, self.buf, self.eof = chunks, "", False
+        self._line, self._col0 = 1, 0  # line and column of buf[0]
+        self._seen, self._seen_line = 0, 1  # newline count cache: line number at buf index _seen
+
+    def more(self, want: int) -> bool:
+        """Read at least `want` more characters (fewer at the end); False at the end of the stream."""
+        parts = []
+        while not self.eof and sum(map(len, parts)) < want:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.eof = True
+            else:
+                parts.append(chunk)
+        self.buf += "".join(parts)
+        return bool(parts)
+
+    def skip_ws(self, pos: int) -> int:
+        while True:
+            pos = _WS.match(self.buf, pos).end()
+            if pos < len(self.buf) or not self.more(CHUNK):
+                return pos
+
+    def rest_is_blank(self, pos: int) -> bool:
+        return self.skip_ws(pos) >= len(self.buf)
+
+    def line_at(self, pos: int) -> int:
+        if pos < self._seen:
+            return self._line + self.buf.count("\n", 0, pos)
+        self._seen_line += self.buf.count("\n", self._seen, pos)
+        self._seen = pos
+        return self._seen_line
+
+    def col_at(self, pos: int) -> int:
+        nl = self.buf.rfind("\n", 0, pos)
+        return pos - nl if nl >= 0 else self._col0 + pos + 1
+
+    def compact(self, pos: int) -> int:
+        """Drop what is before pos once it is big; returns pos's new index."""
+        if pos < CHUNK:
+            return pos
+        self._line, self._col0 = self.line_at(pos), self.col_at(pos) - 1
+        self.buf, self._seen, self._seen_line = self.buf[pos:], 0, self._line
+        return 0
+
+    def decode(self, pos: int, limit: int) -> tuple[object, int] | str:
+        """(value, end) of the JSON value at pos, reading more as needed; or why there is none."""
+        while True:
+            try:
+                value, end = _JSON.raw_decode(self.buf, pos)
+                if end < len(self.buf) or self.eof:  # a number at the window's end may go on in the next chunk
+                    return value, end
+            except json.JSONDecodeError as e:
+                if self.eof or not (e.pos >= len(self.buf) - 16 or e.msg.startswith("Unterminated string")):
+                    return _json_error(e, f"line {self.line_at(e.pos)} column {self.col_at(e.pos)}")
+            except RecursionError:
+                end = _skip_value(self.buf, pos)
+                if end is not None:
+                    return _NESTED, end
+                if self.eof:
+                    return "invalid JSON: nested too deeply"
+            if len(self.buf) - pos > limit:
+                return f"record too long: more than {limit:,} characters"
+            self.more(max(CHUNK, len(self.buf) - pos))
+
+
+def _skip_value(text: str, pos: int) -> int | None:
+    """End of the bracketed value at pos, found without recursion (for values too deep to decode)."""
+    depth = 0
+    for m in _BRACKETS.finditer(text, pos):
+        token = m.group()
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth -= 1
+            if depth == 0:
+                return m.end()
+    return None
+
+
+# --- CSV --------------------------------------------------------------------------------------------------
+
+SNIFF_CHARS = 4096
+
+
+def _sniff_dialect(sample: str, path: str) -> type[csv.Dialect] | csv.Dialect:
+    fallback = csv.excel_tab if _format_of(path)[0] == ".tsv" else csv.excel
+    if "\n" in sample[1:]:  # whole lines only: a cut line would skew the sniffer's column counts
+        sample = sample[: sample.rindex("\n") + 1]
     try:
         dialect = csv.Sniffer().sniff(sample, delimiters=",\t;|")
     except csv.Error:
@@ -311,15 +714,48 @@ def _sniff_dialect(text: str, path: str) -> type[csv.Dialect] | csv.Dialect:
     return dialect
 
 
-def _read_csv(text: str, path: str, opts: _Options) -> Iterator[Record]:
-    csv.field_size_limit(2**31 - 1)  # bodies of several MB are real; the normaliser enforces the limit
-    dialect = _sniff_dialect(text, path)
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+class _RowLines:
+    """Feeds physical lines to csv.reader, keeping those of the current row; refuses over-long rows."""
+
+    def __init__(self, lines: Iterator[str | None], limit: int) -> None:
+        self._lines, self._limit, self._next = lines, limit, None
+        self.taken: list[str] = []
+        self._size = 0
+
+    def start_row(self) -> None:
+        self.taken, self._size = [], 0
+
+    def __iter__(self) -> _RowLines:
+        return self
+
+    def __next__(self) -> str:
+        if self._next is None:
+            line = next(self._lines)
+        else:
+            line, self._next = self._next, None
+            if line == "":  # the end, seen by at_end()
+                raise StopIteration
+        if line is None or self._size + len(line) > self._limit:  # e.g. a stray quote swallowing the file
+            raise csv.Error(f"a row longer than {self._limit:,} characters (an unterminated quote?)")
+        self._size += len(line)
+        self.taken.append(line)
+        return line
+
+    def at_end(self) -> bool:
+        if self._next is None:
+            self._next = next(self._lines, "")
+        return self._next == ""
+
+
+def _read_csv(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
+    csv.field_size_limit(2**31 - 1)  # bodies of several MB are real; rows are capped by _RowLines
+    dialect = _sniff_dialect(text.peek(SNIFF_CHARS), path)
+    lines = _RowLines(_lines(text.take(), limit), limit)
+    reader = csv.reader(lines, dialect)
     header: list[str] | None = None
-    last_line = 0
-    physical_lines = io.StringIO(text, newline="").readlines()
     while True:
-        start = last_line + 1
+        start = reader.line_num + 1
+        lines.start_row()
         try:
             row = next(reader)
         except StopIteration:
@@ -327,7 +763,6 @@ def _read_csv(text: str, path: str, opts: _Options) -> Iterator[Record]:
         except csv.Error as e:
             yield Rejection(f"{path}:{start}", f"CSV error: {e}; rest of the file skipped")
             return
-        last_line = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if header is None:
@@ -336,12 +771,11 @@ def _read_csv(text: str, path: str, opts: _Options) -> Iterator[Record]:
         origin = f"{path}:{start}"
         if len(row) != len(header):
             yield Rejection(origin, f"expected {len(header)} fields (as in the header), got {len(row)}")
-            continue
-        if last_line >= len(physical_lines) and _ends_inside_quotes(physical_lines[start - 1 :], dialect):
+        elif lines.at_end() and _ends_inside_quotes(lines.taken, dialect):
             # the lenient reader returns a half-written last row as if whole: never let it overwrite an article
             yield Rejection(origin, "unterminated quoted field at the end of the file (truncated?)")
-            continue
-        yield opts.article(dict(zip(header, row)), origin)
+        else:
+            yield Raw("fields", dict(zip(header, row)), origin)
     if header is None:
         yield Rejection(path, "no header row")
 
@@ -354,15 +788,98 @@ def _ends_inside_quotes(lines: list[str], dialect) -> bool:
     return False
 
 
-# --- HTML, text ------------------------------------------------------------------------------------------
+# --- WARC -------------------------------------------------------------------------------------------------
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+_CHARSET = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
-def _read_html(text: str, path: str, opts: _Options) -> Iterator[Record]:
+def _read_warc(binary: BinaryIO, path: str, limit: int, skipped: Counter) -> Iterator[Raw | Rejection]:
+    """Each HTML response record becomes a Raw("html"); other records are counted in `skipped`."""
+    from warcio.archiveiterator import ArchiveIterator  # only WARC loads pay for the import
+
+    records = ArchiveIterator(binary)
+    while True:
+        offset = None
+        try:
+            record = next(records, None)
+            if record is None:
+                return
+            offset = records.get_record_offset()
+            item = _warc_item(record, f"{path}@{offset}", limit, skipped)
+        except Exception as e:  # noqa: BLE001 - warcio raises many types on a corrupt or truncated file
+            where = f"at offset {offset:,}" if offset is not None else "after the last good record"
+            raise _Broken(f"corrupt or truncated WARC {where} ({type(e).__name__}: {e})") from None
+        if item is not None:
+            yield item
+
+
+def _warc_item(record, origin: str, limit: int, skipped: Counter) -> Raw | Rejection | None:
+    if record.rec_type is None or not hasattr(record.raw_stream, "limit"):
+        raise ValueError("unreadable record header")
+    if record.rec_type != "response":
+        skipped[f"WARC {record.rec_type} record"] += 1
+        return None
+    http = record.http_headers
+    content_type = (http.get_header("Content-Type") if http else None) or ""
+    if content_type.split(";")[0].strip().lower() not in _HTML_TYPES:
+        skipped["WARC response not HTML"] += 1
+        return None
+    status = http.get_statuscode() or ""
+    if not status.startswith("2"):
+        skipped["WARC response not 2xx"] += 1
+        return None
+    data = record.content_stream().read(limit + 1)
+    if len(data) > limit:
+        return Rejection(origin, f"record too long: more than {limit:,} bytes")
+    if record.raw_stream.limit > 0:
+        raise ValueError(f"record cut short ({record.raw_stream.limit:,} bytes missing)")
+    meta = {
+        "url": record.rec_headers.get_header("WARC-Target-URI"),
+        "published": record.rec_headers.get_header("WARC-Date"),
+    }
+    return Raw("html", _decode_html(data, content_type), origin, meta)
+
+
+def _decode_html(data: bytes, content_type: str) -> str:
+    """Text of a page: the charset from its HTTP header, else from its <meta>, else UTF-8."""
+    found = _CHARSET.search(content_type.encode("latin-1", "replace")) or _CHARSET.search(data[:4096])
+    codec = found.group(1).decode("ascii") if found else "utf-8"
+    try:
+        return data.decode(codec, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
+
+
+# --- parsing ----------------------------------------------------------------------------------------------
+
+
+def _parse_fields(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int) -> Record:
+    if not isinstance(raw.payload, dict):
+        return Rejection(raw.origin, f"expected a JSON object, got {_json_type(raw.payload)}")
+    return normalise(raw.payload, raw.origin, field_map, max_body_chars=max_body_chars)
+
+
+def _parse_json(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int) -> Record:
+    try:
+        value = _JSON.decode(raw.payload)
+    except json.JSONDecodeError as e:
+        return Rejection(raw.origin, _json_error(e))
+    except RecursionError:
+        return Rejection(raw.origin, "invalid JSON: nested too deeply")
+    return _parse_fields(Raw("fields", value, raw.origin), field_map, max_body_chars)
+
+
+def _parse_html(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int) -> Record:
     import trafilatura  # slow to import; only HTML loads pay for it
 
     def extract(with_metadata: bool):
         return trafilatura.bare_extraction(
-            text, with_metadata=with_metadata, include_comments=False, include_tables=False
+            raw.payload,
+            url=raw.meta.get("url"),
+            with_metadata=with_metadata,
+            include_comments=False,
+            include_tables=False,
         )
 
     try:
@@ -371,53 +888,86 @@ def _read_html(text: str, path: str, opts: _Options) -> Iterator[Record]:
         try:
             doc = extract(False)
         except Exception as e:
-            yield Rejection(path, f"the HTML could not be parsed ({type(e).__name__})")
-            return
+            return Rejection(raw.origin, f"the HTML could not be parsed ({type(e).__name__})")
     if doc is None:
-        yield Rejection(path, "no article text found in the HTML")
-        return
+        return Rejection(raw.origin, "no article text found in the HTML")
     meta = doc.as_dict() if hasattr(doc, "as_dict") else dict(doc)
     body = meta.get("text") or ""
     title = meta.get("title") or ""
     first, _, rest = body.partition("\n")
     if title and first.strip() == title.strip():  # trafilatura repeats the <h1> as the first line
         body = rest
+    url = meta.get("url")
     fields = {
         "title": title,
         "body": body,
-        "url": meta.get("url"),
-        "published": meta.get("date"),
+        "url": url if _url(url) else raw.meta.get("url"),  # the page's canonical URL, else the fetched one
+        "published": meta.get("date") or raw.meta.get("published"),  # the page's date, else the crawl's
         "byline": meta.get("author"),
         "outlet": meta.get("sitename"),
         "subtitle": meta.get("description"),
         "language": meta.get("language"),
     }
-    yield normalise(fields, path, max_body_chars=opts.max_body_chars)
+    return normalise(fields, raw.origin, max_body_chars=max_body_chars)
 
 
-def _read_text(text: str, path: str, opts: _Options) -> Iterator[Record]:
-    lines = text.splitlines()
-    i = next(i for i, ln in enumerate(lines) if ln.strip())  # the file is not blank: checked earlier
-    title = lines[i].strip()
-    if path.lower().endswith(".md"):
-        title = title.lstrip("#").strip()
-    body = "\n".join(lines[i + 1 :])
-    yield opts.article({"title": title, "body": body}, path)
+_SENTENCE_END = re.compile(r"[.,:;][\"'\u201d\u2019)\]]*$")
 
 
-# --- normalisation ---------------------------------------------------------------------------------------
+def _looks_like_title(line: str) -> bool:
+    """A headline line: short, and not ending like a sentence (a body's first paragraph does)."""
+    if not line or len(line) > TITLE_LINE_MAX:
+        return False
+    return line.endswith("...") or not _SENTENCE_END.search(line)
 
 
+def _parse_text(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int) -> Record:
+    """A text file: the title is its first line that survives cleaning, if that reads as a headline."""
+    text = raw.payload
+    if len(text) > max_body_chars + TITLE_LINE_MAX + 2:  # cheap test before the cleaner runs over it
+        return Rejection(raw.origin, f"body too long: {len(text):,} characters (limit {max_body_chars:,})")
+    cleaned = clean_text(text)  # scraper furniture before the headline ("Getting your Trinity Audio ...") goes
+    first, _, rest = cleaned.partition("\n")
+    if raw.meta.get("markdown"):
+        first = first.lstrip("#").strip()
+    fields = {"title": first, "body": rest} if _looks_like_title(first) else {"body": cleaned}
+    return normalise(fields, raw.origin, max_body_chars=max_body_chars)
+
+
+_PARSERS = {"fields": _parse_fields, "json": _parse_json, "html": _parse_html, "text": _parse_text}
+
+
+# --- normalisation ----------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)  # the same few column names come again in every record
 def _key(name: object) -> str:
-    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+    return _KEY_SEPARATORS.sub("_", str(name).strip().lower())
 
 
-def _value(value: object) -> str | None:
+_KEY_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def _check_values(fields: dict) -> str | None:
+    """Why a record's values cannot be walked safely (too deep, an unconvertible number), or None.
+
+    Iterative, so a record nested thousands of levels deep costs that record, never a RecursionError."""
+    stack = [(v, 1) for v in fields.values() if v is not None and type(v) is not str]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_DEPTH:
+                return f"a value is nested more than {MAX_DEPTH} levels deep"
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items)
+        elif isinstance(value, _LongNumber) or (isinstance(value, int) and abs(value) >= _INT_LIMIT):
+            return f"a number has more than {INT_MAX_DIGITS:,} digits"
+    return None
+
+
+def _scalar(value: object) -> str | None:
     if value is None:
         return None
-    if isinstance(value, (list, tuple)):
-        parts = [s for s in (_value(v) for v in value) if s]
-        return ", ".join(parts) or None
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
@@ -428,22 +978,42 @@ def _value(value: object) -> str | None:
     return text or None
 
 
-def _pick(fields: dict, field_map: dict[str, str] | None) -> tuple[dict[str, object], dict]:
-    """Split a raw record into our fields (first non-empty alias wins) and everything else."""
-    by_key = {}
+def _value(value: object) -> str | None:
+    """A field's text: lists (nested too) are flattened, in order, and joined with commas."""
+    if not isinstance(value, (list, tuple)):
+        return _scalar(value)
+    parts, stack = [], [iter(value)]
+    while stack:  # iterative: depth is bounded by _check_values, but never by the call stack
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, (list, tuple)):
+            stack.append(iter(item))
+        elif (text := _scalar(item)) is not None:
+            parts.append(text)
+    return ", ".join(parts) or None
+
+
+_END = object()
+
+
+def _pick(fields: dict, field_map: dict[str, str] | None) -> tuple[dict[str, str], dict]:
+    """Split a raw record into the text of our fields (first non-empty alias wins) and everything else."""
+    by_key: dict[str, tuple[object, object, str]] = {}
     for k, v in fields.items():
-        by_key.setdefault(_key(k), (k, v))
-    used: set[str] = set()
-    ours: dict[str, object] = {}
+        key = _key(k)
+        if key not in by_key:
+            text = _value(v)
+            if text is not None:
+                by_key[key] = (k, v, text)
+    ours: dict[str, str] = {}
     for name, aliases in FIELDS.items():
-        candidates = ([_key(field_map[name])] if field_map and name in field_map else []) + list(aliases)
-        for cand in candidates:
-            if cand in by_key and _value(by_key[cand][1]) is not None:
-                ours[name] = by_key[cand][1]
-                used.add(cand)
+        mapped = field_map.get(name) if field_map else None
+        for cand in (_key(mapped), *aliases) if mapped else aliases:
+            if cand in by_key:
+                ours[name] = by_key.pop(cand)[2]
                 break
-    extra = {orig: v for key, (orig, v) in by_key.items() if key not in used and _value(v) is not None}
-    return ours, extra
+    return ours, {orig: v for orig, v, _ in by_key.values()}
 
 
 def _url(value: str | None) -> str | None:
@@ -472,46 +1042,62 @@ def derive_title(body: str) -> str:
     return cut.rstrip(" ,;:-\u2014") + "\u2026"
 
 
+def _too_long(values: dict[str, str], max_body_chars: int) -> str | None:
+    for name, limit in (("body", max_body_chars), *FIELD_LIMITS.items()):
+        size = len(values.get(name) or "")
+        if size > limit:
+            return f"{name} too long: {size:,} characters (limit {limit:,})"
+    return None
+
+
+def _title(raw_title: str | None, body: str) -> str:
+    """The record's own title, unless it is only scraper boilerplate; else one derived from the body."""
+    title = clean_title(raw_title)
+    if title and clean_text(title):
+        return title
+    return derive_title(body)
+
+
 def normalise(
     fields: dict, origin: str, field_map: dict[str, str] | None = None, *, max_body_chars: int = 2_000_000
 ) -> Record:
     """Map a raw record (any column names) to an Article, or say why it cannot be one."""
     if field_map:
         field_map = _check_field_map(field_map)
-    ours, extra = _pick(fields, field_map)
-    raw_body = _value(ours.get("body")) or ""
-    if len(raw_body) > max_body_chars:
-        return Rejection(origin, f"body too long: {len(raw_body):,} characters (limit {max_body_chars:,})")
-    body = clean_text(raw_body)
+    problem = _check_values(fields)
+    if problem:
+        return Rejection(origin, problem)
+    raw, extra = _pick(fields, field_map)
+    problem = _too_long(raw, max_body_chars)
+    if problem:
+        return Rejection(origin, problem)
+    body = clean_text(raw.get("body") or "")
     if not body:
         return Rejection(origin, "no body text")
-    title = clean_title(_value(ours.get("title"))) or derive_title(body)
 
-    url_raw = _value(ours.get("url"))
-    url = _url(url_raw)
-    if url_raw and not url:
-        extra["url_raw"] = url_raw
-    published_raw = _value(ours.get("published"))
-    published = parse_date(published_raw) if published_raw else None
-    if published_raw and not published:
-        extra["published_raw"] = published_raw
+    url = _url(raw.get("url"))
+    if raw.get("url") and not url:
+        extra["url_raw"] = raw["url"]
+    published = parse_date(raw.get("published"))
+    if raw.get("published") and not published:
+        extra["published_raw"] = raw["published"]
 
     return Article(
-        title=title,
+        title=_title(raw.get("title"), body),
         body=body,
         origin=origin,
         url=url,
-        outlet=clean_title(_value(ours.get("outlet"))) or (_host(url) if url else None),
+        outlet=clean_title(raw.get("outlet")) or (_host(url) if url else None),
         published=published,
-        subtitle=clean_title(_value(ours.get("subtitle"))) or None,
-        byline=clean_title(_value(ours.get("byline"))) or None,
-        external_id=_value(ours.get("external_id")),
-        language=_value(ours.get("language")),
+        subtitle=clean_title(raw.get("subtitle")) or None,
+        byline=clean_title(raw.get("byline")) or None,
+        external_id=raw.get("external_id"),
+        language=raw.get("language"),
         extra=extra,
     )
 
 
-# --- dates -----------------------------------------------------------------------------------------------
+# --- dates ------------------------------------------------------------------------------------------------
 
 _EPOCH = re.compile(r"^\d{9,10}(?:\.\d+)?$|^\d{12,13}$")
 # Two defaults that differ in every part: what the two parses agree on came from the text itself.
