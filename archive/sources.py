@@ -805,7 +805,7 @@ def _read_warc(binary: BinaryIO, path: str, limit: int, skipped: Counter) -> Ite
             record = next(records, None)
             if record is None:
                 return
-            offset = records.get_record_offset()
+            offset = records.offset  # the record's start; get_record_offset() would read past its content
             item = _warc_item(record, f"{path}@{offset}", limit, skipped)
         except Exception as e:  # noqa: BLE001 - warcio raises many types on a corrupt or truncated file
             where = f"at offset {offset:,}" if offset is not None else "after the last good record"
@@ -870,6 +870,11 @@ def _parse_json(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int)
     return _parse_fields(Raw("fields", value, raw.origin), field_map, max_body_chars)
 
 
+# Dates from the page's markup and URL only: htmldate's extensive search takes any year in the text ("after
+# the 2000 Florida recount" made 2000-01-01); no date is better than a wrong one, and a WARC has the crawl's.
+_DATE_SEARCH = {"original_date": True, "extensive_search": False}
+
+
 def _parse_html(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int) -> Record:
     import trafilatura  # slow to import; only HTML loads pay for it
 
@@ -880,6 +885,7 @@ def _parse_html(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int)
             with_metadata=with_metadata,
             include_comments=False,
             include_tables=False,
+            date_extraction_params=_DATE_SEARCH,
         )
 
     try:

@@ -47,8 +47,8 @@ def real_texts() -> list[str]:
         return [r["text"] for r in csv.DictReader(f) if len(r["text"]) > 2 * ROW_CHARS][:200]
 
 
-def make_jsonl(path: Path, size_bytes: int) -> int:
-    """Write about size_bytes of JSON Lines; returns the number of rows."""
+def make_jsonl(path: Path, size_bytes: int, row_chars: int = ROW_CHARS) -> int:
+    """Write about size_bytes of JSON Lines, rows of about row_chars; returns the number of rows."""
     texts = real_texts()
     rows, written = 0, 0
     with open(path, "w", encoding="utf-8") as f:
@@ -60,7 +60,7 @@ def make_jsonl(path: Path, size_bytes: int) -> int:
                 if rows % BODY_EVERY == 0:
                     row["text"] = text
                 else:
-                    row["summary"] = text[:ROW_CHARS]
+                    row["summary"] = (text * (1 + row_chars // len(text)))[:row_chars]
                 block.append(json.dumps(row, ensure_ascii=False))
                 rows += 1
             data = "\n".join(block) + "\n"

@@ -6,9 +6,9 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from conftest import distinct_rows
 
 from archive import dedupe
-from conftest import distinct_rows
 
 
 def one_matrix_signature(hashed: np.ndarray) -> np.ndarray:

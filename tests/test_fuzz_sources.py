@@ -15,17 +15,18 @@ import io
 import json
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archive import Archive
+from archive import Archive, sources
 from archive import index as ix
 from archive.clean import clean_text, clean_title
 from archive.models import Article, Rejection
-from archive.sources import FIELDS, read_sources
+from archive.sources import FIELDS, INT_MAX_DIGITS, read_sources
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 ALIASES = [a for aliases in FIELDS.values() for a in aliases]
@@ -33,19 +34,45 @@ TRIED: dict[str, int] = {}  # inputs tried per strategy (printed by test_report_
 
 nasty_text = st.one_of(
     st.text(max_size=200),
-    st.text(alphabet=st.sampled_from(list('"\',;|\t\n\r\x00\\<>&{}[]:#') + ["\u2028", "\ufeff", "\ud800",
-                                                                            "\u202e", "é", "\x85"]),
-            max_size=80),
-    st.sampled_from(["", " ", "null", "NaN", "-1", "1e309", "0x10", "<script>alert(1)</script>",
-                     "javascript:alert(1)", "http://", "https://[::1", "https://exa mple.com/x", "9" * 400,
-                     "2017-02-30", "31/31/2017", "1488412800000", "Robert'); DROP TABLE articles;--"]),
+    st.text(
+        alphabet=st.sampled_from(
+            list("\"',;|\t\n\r\x00\\<>&{}[]:#") + ["\u2028", "\ufeff", "\ud800", "\u202e", "é", "\x85"]
+        ),
+        max_size=80,
+    ),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "null",
+            "NaN",
+            "-1",
+            "1e309",
+            "0x10",
+            "<script>alert(1)</script>",
+            "javascript:alert(1)",
+            "http://",
+            "https://[::1",
+            "https://exa mple.com/x",
+            "9" * 400,
+            "2017-02-30",
+            "31/31/2017",
+            "1488412800000",
+            "Robert'); DROP TABLE articles;--",
+        ]
+    ),
 )
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-                        nasty_text)
-json_value = st.recursive(json_scalar, lambda c: st.lists(c, max_size=4) | st.dictionaries(nasty_text, c, max_size=4),
-                          max_leaves=12)
-record = st.dictionaries(st.one_of(st.sampled_from(ALIASES + [a.upper() for a in ALIASES] + [" Title ", "body "]),
-                                   nasty_text), json_value, max_size=8)
+json_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), nasty_text
+)
+json_value = st.recursive(
+    json_scalar, lambda c: st.lists(c, max_size=4) | st.dictionaries(nasty_text, c, max_size=4), max_leaves=12
+)
+record = st.dictionaries(
+    st.one_of(st.sampled_from(ALIASES + [a.upper() for a in ALIASES] + [" Title ", "body "]), nasty_text),
+    json_value,
+    max_size=8,
+)
 
 
 def lines_of(path: Path) -> int:
@@ -96,16 +123,24 @@ def test_jsonl_records_with_raw_unicode_line_separators_stay_whole(folder):
     """JSON allows U+2028/U+2029/U+0085 raw inside strings; they must not split a JSON Lines record."""
     path = folder / "seps.jsonl"
     body = "First paragraph.\u2028Second\u2029paragraph.\x85Third, after a NEL."
-    path.write_text(json.dumps({"title": "T", "body": body}, ensure_ascii=False) + "\n"
-                    + json.dumps({"title": "U", "body": "Line two."}) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"title": "T", "body": body}, ensure_ascii=False)
+        + "\n"
+        + json.dumps({"title": "U", "body": "Line two."})
+        + "\n",
+        encoding="utf-8",
+    )
     got = read(path)
     assert [type(g).__name__ for g in got] == ["Article", "Article"]
     assert [g.origin for g in got] == [f"{path}:1", f"{path}:2"] and "Third" in got[0].body
 
 
 @FUZZ
-@given(value=st.one_of(st.lists(record, max_size=6), st.lists(json_value, max_size=6), record, json_value),
-       cut=st.integers(min_value=0, max_value=400), indent=st.sampled_from([None, 0, 2]))
+@given(
+    value=st.one_of(st.lists(record, max_size=6), st.lists(json_value, max_size=6), record, json_value),
+    cut=st.integers(min_value=0, max_value=400),
+    indent=st.sampled_from([None, 0, 2]),
+)
 def test_json_arrays_and_objects_whole_or_truncated(folder, value, cut, indent):
     text = json.dumps(value, indent=indent)
     path = folder / "f.json"
@@ -114,7 +149,7 @@ def test_json_arrays_and_objects_whole_or_truncated(folder, value, cut, indent):
 
 
 @FUZZ
-@given(depth=st.integers(min_value=50, max_value=200_000), opener=st.sampled_from(["[", "{\"a\":", "[{\"body\":"]))
+@given(depth=st.integers(min_value=50, max_value=200_000), opener=st.sampled_from(["[", '{"a":', '[{"body":']))
 def test_deeply_nested_json(folder, depth, opener):
     for name in ("deep.json", "deep.jsonl"):
         path = folder / name
@@ -122,15 +157,92 @@ def test_deeply_nested_json(folder, depth, opener):
         check(read(path), str(path), lines_of(path), "json-deep")
 
 
+BAD_TAIL = '{"title": "Bad", "body": "A body about the harbour.", "v": '
+deep_or_long = st.one_of(
+    st.integers(300, 3000).map(lambda d: BAD_TAIL + "[" * d + "1" + "]" * d + "}"),
+    st.integers(300, 3000).map(lambda d: BAD_TAIL + '{"a": ' * d + "1" + "}" * d + "}"),
+    st.integers(INT_MAX_DIGITS + 1, 9000).map(lambda n: BAD_TAIL + "-" + "9" * n + "}"),
+)
+
+
+@FUZZ
+@given(bad=st.lists(deep_or_long, min_size=1, max_size=3), fmt=st.sampled_from(["jsonl", "json", "stdin"]))
+def test_deep_values_and_long_numbers_cost_only_their_record(folder, bad, fmt):
+    """Issue 13 item 2: a value nested hundreds of levels deep, or an integer of more than 4,300 digits, is
+    rejected alone: the records after it still load, whatever the format."""
+    goods = [json.dumps({"title": f"Good {i}", "body": "The harbour reopened on Monday."}) for i in range(len(bad) + 1)]
+    lines = [line for pair in zip(goods, bad) for line in pair] + [goods[-1]]
+    if fmt == "stdin":
+        got, origin, first = list(read_sources(["-"], stdin=io.StringIO("\n".join(lines)))), "<stdin>", 1
+    else:
+        path = folder / f"bad.{fmt}"
+        path.write_text("[\n" + ",\n".join(lines) + "\n]" if fmt == "json" else "\n".join(lines))
+        got, origin, first = read(path), str(path), 2 if fmt == "json" else 1
+    check(got, origin, len(lines) + 2, "deep-or-long")
+    assert [a.title for a in got if isinstance(a, Article)] == [f"Good {i}" for i in range(len(goods))]
+    assert [r.origin for r in got if isinstance(r, Rejection)] == [
+        f"{origin}:{first + 2 * i + 1}" for i in range(len(bad))
+    ]
+
+
+@contextmanager
+def chunk_size(n: int):
+    saved = sources.CHUNK
+    sources.CHUNK = n
+    try:
+        yield
+    finally:
+        sources.CHUNK = saved
+
+
+line_end = st.sampled_from(["\n", "\r\n", "\r"])
+
+
+@st.composite
+def any_format(draw):
+    """Text in one of the line-based formats, with mixed line endings, and its extension."""
+    ext = draw(st.sampled_from([".jsonl", ".json", ".csv", ".tsv", ""]))
+    if ext == ".json":
+        text = json.dumps(
+            draw(st.lists(st.one_of(record, json_value), max_size=6)), indent=draw(st.sampled_from([None, 1]))
+        )
+        text = text.replace("\n", draw(line_end))
+    elif ext in (".csv", ".tsv"):
+        buf = io.StringIO()
+        rows = draw(st.lists(st.lists(nasty_text, min_size=1, max_size=4), min_size=1, max_size=6))
+        csv.writer(buf, delimiter=ext == ".tsv" and "\t" or ",", lineterminator=draw(line_end)).writerows(rows)
+        text = buf.getvalue()
+    else:
+        parts = draw(st.lists(st.tuples(st.one_of(record.map(json.dumps), nasty_text), line_end), max_size=8))
+        text = "".join(a + b for a, b in parts)
+    return text[: len(text) - draw(st.integers(0, 20))], ext
+
+
+@FUZZ
+@given(doc=any_format(), chunk=st.integers(1, 40), bom=st.booleans())
+def test_reading_gives_the_same_records_at_any_chunk_size(folder, doc, chunk, bom):
+    """The streaming readers cut the input into chunks anywhere (inside a \\r\\n, a UTF-8 sequence, a JSON
+    number, a quoted CSV field): the records, origins and reasons must not depend on where."""
+    text, ext = doc
+    path = folder / f"chunks{ext}"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "replace"))
+    whole = check(read(path), str(path), lines_of(path), "chunk-size")
+    with chunk_size(chunk):
+        assert read(path) == whole
+
+
 # --- CSV ------------------------------------------------------------------------------------------------
 
 
 @FUZZ
-@given(header=st.lists(st.one_of(st.sampled_from(ALIASES), nasty_text), min_size=1, max_size=6),
-       rows=st.lists(st.lists(nasty_text, max_size=7), max_size=6),
-       delimiter=st.sampled_from([",", "\t", ";", "|"]), quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL,
-                                                                                 csv.QUOTE_NONNUMERIC]),
-       ext=st.sampled_from([".csv", ".tsv"]), cut=st.integers(min_value=0, max_value=60))
+@given(
+    header=st.lists(st.one_of(st.sampled_from(ALIASES), nasty_text), min_size=1, max_size=6),
+    rows=st.lists(st.lists(nasty_text, max_size=7), max_size=6),
+    delimiter=st.sampled_from([",", "\t", ";", "|"]),
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]),
+    ext=st.sampled_from([".csv", ".tsv"]),
+    cut=st.integers(min_value=0, max_value=60),
+)
 def test_csv_any_dialect_ragged_rows_and_truncation(folder, header, rows, delimiter, quoting, ext, cut):
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=delimiter, quoting=quoting)
@@ -152,8 +264,31 @@ def test_csv_quote_soup(folder, text):
 
 # --- HTML, text, stdin, sniffing --------------------------------------------------------------------------
 
-TAGS = ["html", "head", "title", "body", "article", "p", "div", "h1", "script", "style", "meta", "a", "img", "br",
-        "table", "td", "iframe", "noscript", "svg", "math", "template", "!--", "![CDATA["]
+TAGS = [
+    "html",
+    "head",
+    "title",
+    "body",
+    "article",
+    "p",
+    "div",
+    "h1",
+    "script",
+    "style",
+    "meta",
+    "a",
+    "img",
+    "br",
+    "table",
+    "td",
+    "iframe",
+    "noscript",
+    "svg",
+    "math",
+    "template",
+    "!--",
+    "![CDATA[",
+]
 
 
 @st.composite
@@ -161,8 +296,17 @@ def html_soup(draw):
     parts = []
     for _ in range(draw(st.integers(0, 25))):
         tag = draw(st.sampled_from(TAGS))
-        attrs = draw(st.lists(st.tuples(st.sampled_from(["content", "name", "property", "href", "onerror", "src",
-                                                         "charset", "lang", "class"]), nasty_text), max_size=3))
+        attrs = draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        ["content", "name", "property", "href", "onerror", "src", "charset", "lang", "class"]
+                    ),
+                    nasty_text,
+                ),
+                max_size=3,
+            )
+        )
         attr = "".join(f' {k}="{v}"' for k, v in attrs)
         parts.append(draw(st.sampled_from([f"<{tag}{attr}>", f"</{tag}>", f"<{tag}{attr}/>"])))
         parts.append(draw(nasty_text))
@@ -195,14 +339,29 @@ def test_stdin(lines):
 
 # --- encodings and huge fields -------------------------------------------------------------------------
 
-CODECS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "latin-1", "cp1252", "shift_jis", "koi8-r",
-          "gb18030", "mac_roman"]
+CODECS = [
+    "utf-8",
+    "utf-8-sig",
+    "utf-16",
+    "utf-16-le",
+    "utf-32",
+    "latin-1",
+    "cp1252",
+    "shift_jis",
+    "koi8-r",
+    "gb18030",
+    "mac_roman",
+]
 
 
 @FUZZ
-@given(rec=record, body=st.text(min_size=1, max_size=200), written=st.sampled_from(CODECS),
-       read_as=st.sampled_from(CODECS + ["UTF8", "no-such-codec", "rot13", "base64", "hex", "idna"]),
-       ext=st.sampled_from([".jsonl", ".csv", ".txt", ".json"]))
+@given(
+    rec=record,
+    body=st.text(min_size=1, max_size=200),
+    written=st.sampled_from(CODECS),
+    read_as=st.sampled_from(CODECS + ["UTF8", "no-such-codec", "rot13", "base64", "hex", "idna"]),
+    ext=st.sampled_from([".jsonl", ".csv", ".txt", ".json"]),
+)
 def test_odd_encodings(folder, rec, body, written, read_as, ext):
     rec = {**rec, "body": body}
     if ext == ".csv":
@@ -217,8 +376,11 @@ def test_odd_encodings(folder, rec, body, written, read_as, ext):
 
 
 @settings(FUZZ, max_examples=12)
-@given(field=st.sampled_from(["body", "title", "url", "outlet", "published", "byline", "weird key"]),
-       size=st.sampled_from([10_001, 200_000, 2_000_001]), ext=st.sampled_from([".jsonl", ".csv", ".json"]))
+@given(
+    field=st.sampled_from(["body", "title", "url", "outlet", "published", "byline", "weird key"]),
+    size=st.sampled_from([10_001, 200_000, 2_000_001]),
+    ext=st.sampled_from([".jsonl", ".csv", ".json"]),
+)
 def test_huge_fields(folder, field, size, ext):
     rec = {"title": "A title", "body": "A short body about the harbour.", field: "x " * (size // 2) + "y"}
     path = folder / f"huge{ext}"
@@ -235,9 +397,11 @@ def test_huge_fields(folder, field, size, ext):
 
 
 @settings(FUZZ, max_examples=150)
-@given(data=st.binary(max_size=600), ext=st.sampled_from([".jsonl", ".json", ".csv", ".tsv", ".html", ".txt", ".md",
-                                                          ""]),
-       prefix=st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe", b"[", b"{", b"<", b"title,body\n"]))
+@given(
+    data=st.binary(max_size=600),
+    ext=st.sampled_from([".jsonl", ".json", ".csv", ".tsv", ".html", ".txt", ".md", ""]),
+    prefix=st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe", b"[", b"{", b"<", b"title,body\n"]),
+)
 def test_random_bytes_with_format_prefixes(folder, data, ext, prefix):
     path = folder / f"bytes{ext}"
     path.write_bytes(prefix + data)
@@ -248,10 +412,32 @@ def test_random_bytes_with_format_prefixes(folder, data, ext, prefix):
 
 
 @settings(FUZZ, max_examples=300)
-@given(text=st.one_of(nasty_text, st.text(max_size=3000),
-                      st.lists(st.sampled_from(['"?', '"\ufffd', "n\"t", "Share this", "\n\n", "  ", "\r\n",
-                                                "Photo: AP", "(CNN)", "\u00a0", "Advertisement", "word", ". "]),
-                               max_size=40).map("".join)))
+@given(
+    text=st.one_of(
+        nasty_text,
+        st.text(max_size=3000),
+        st.lists(
+            st.sampled_from(
+                [
+                    '"?',
+                    '"\ufffd',
+                    'n"t',
+                    "Share this",
+                    "\n\n",
+                    "  ",
+                    "\r\n",
+                    "Photo: AP",
+                    "(CNN)",
+                    "\u00a0",
+                    "Advertisement",
+                    "word",
+                    ". ",
+                ]
+            ),
+            max_size=40,
+        ).map("".join),
+    )
+)
 def test_cleaner_total_and_stable(text):
     TRIED["cleaner"] = TRIED.get("cleaner", 0) + 1
     body, title = clean_text(text), clean_title(text)
@@ -285,18 +471,24 @@ def test_loading_bad_files_into_an_archive_changes_nothing_stored(sample_archive
     bad = tmp_path / "bad"
     bad.mkdir()
     # Records that name stored articles but are not articles: they must not touch what is stored.
-    (bad / "collide.jsonl").write_text("\n".join([
-        json.dumps({"url": stored_url, "title": "Replaced?", "body": ""}),
-        json.dumps({"url": stored_url, "title": "Replaced?", "body": "Share this with"}),  # boilerplate only
-        json.dumps({"url": stored_url, "title": "Replaced?", "body": "x" * 2_000_001}),
-        json.dumps([{"url": stored_url, "body": "an array, not an object"}]),
-        '{"url": "' + stored_url + '", "body": "unterminated',
-    ]) + "\n")
+    (bad / "collide.jsonl").write_text(
+        "\n".join(
+            [
+                json.dumps({"url": stored_url, "title": "Replaced?", "body": ""}),
+                json.dumps({"url": stored_url, "title": "Replaced?", "body": "Share this with"}),  # boilerplate only
+                json.dumps({"url": stored_url, "title": "Replaced?", "body": "x" * 2_000_001}),
+                json.dumps([{"url": stored_url, "body": "an array, not an object"}]),
+                '{"url": "' + stored_url + '", "body": "unterminated',
+            ]
+        )
+        + "\n"
+    )
     (bad / "array.json").write_text('[{"url": "' + stored_url + '", "body": ""}, {"url": 1,')
-    (bad / "ragged.csv").write_text(f"url,title,body\n{stored_url},x\n\"{stored_url}\",\"t\",\"unterminated")
+    (bad / "ragged.csv").write_text(f'url,title,body\n{stored_url},x\n"{stored_url}","t","unterminated')
     (bad / "empty.csv").write_text("\n\n")
-    (bad / "latin1.jsonl").write_bytes(json.dumps({"url": stored_url, "body": "caf\u00e9"}, ensure_ascii=False)
-                                       .encode("latin-1"))
+    (bad / "latin1.jsonl").write_bytes(
+        json.dumps({"url": stored_url, "body": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    )
     (bad / "utf16.jsonl").write_bytes(json.dumps({"url": stored_url, "body": "x"}).encode("utf-16"))
     (bad / "deep.json").write_text("[" * 100_000)
     (bad / "binary.html").write_bytes(bytes(range(256)) * 8)
@@ -322,10 +514,11 @@ def test_report_counts():
 @given(cut=st.integers(min_value=1, max_value=80))
 def test_a_csv_cut_inside_its_last_quoted_field_never_yields_that_row(folder, cut):
     """A half-written file must not load its last row as if whole (it could overwrite a stored article)."""
-    body = "The harbour reopened on Monday, the port authority said, after \"two weeks\" of repairs to the pier."
+    body = 'The harbour reopened on Monday, the port authority said, after "two weeks" of repairs to the pier.'
     buf = io.StringIO()
-    csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC).writerows([["url", "title", "body"], ["https://e.com/1", "One", body],
-                                                             ["https://e.com/2", "Two", body]])
+    csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC).writerows(
+        [["url", "title", "body"], ["https://e.com/1", "One", body], ["https://e.com/2", "Two", body]]
+    )
     text = buf.getvalue()
     path = folder / "cut.csv"
     path.write_text(text[: len(text) - cut])
