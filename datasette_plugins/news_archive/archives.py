@@ -3,22 +3,34 @@
 The Archive's own SQLite connection (separate from Datasette's) is not thread-safe, so every library call
 goes through `ArchiveHandle.run` (blocking, for Datasette's SQL threads) or `ArchiveHandle.call` (async, for
 views). Nothing is cached here but the Archive itself: its `LiveIndex` reloads when the manifest changes.
+
+Plugin settings (metadata.yml `plugins: news-archive:`, per database or for all):
+
+    index_dir: indexes          # FAISS index folder; else $NEWS_ARCHIVE_INDEX_DIR, else indexes/ beside the db
+    model: path/to/model        # local sentence-transformers folder; else $NEWS_ARCHIVE_MODEL, else the archive's
+    encoder: mypackage.enc:Enc  # "module:callable" returning an encoder object (the `archive.embed.Encoder`
+                                # interface), used instead of a model: a custom encoder class plugs in here
+                                # (the tests serve archives built with tests/hash_encoder.py this way)
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 from archive import Archive, ArchiveError
 
 PLUGIN = "news-archive"
+SETTINGS = {"index_dir", "model", "encoder"}
 ARCHIVE_TABLES = {"articles", "chunks"}
+ENCODER_INTERFACE = ("encode", "encode_queries", "fingerprint", "dimensions", "name")  # what Archive calls
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +70,33 @@ def settings(datasette, database: str) -> dict:
     return {
         "index_dir": config.get("index_dir") or os.environ.get("NEWS_ARCHIVE_INDEX_DIR") or None,
         "model": config.get("model") or os.environ.get("NEWS_ARCHIVE_MODEL") or None,
+        "encoder": config.get("encoder") or None,
     }
+
+
+def encoder_factory(spec: str) -> Callable[[], object]:
+    """The callable named by an `encoder` setting ("module:callable"); raises ArchiveError saying what is wrong."""
+    where = f"plugins: {PLUGIN}: encoder {spec!r}"
+    module_name, sep, attr = (p.strip() for p in spec.partition(":")) if isinstance(spec, str) else ("", "", "")
+    if not (sep and module_name and attr):
+        raise ArchiveError(f'{where}: expected "module:callable", e.g. "mypackage.encoders:MyEncoder"')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ArchiveError(f"{where}: cannot import {module_name!r} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ArchiveError(f"{where}: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def make_encoder(spec: str):
+    """Call the `encoder` setting's callable and check that what it returns can serve as an encoder."""
+    encoder = encoder_factory(spec)()
+    missing = [name for name in ENCODER_INTERFACE if not hasattr(encoder, name)]
+    if missing:
+        raise ArchiveError(f"plugins: {PLUGIN}: encoder {spec!r} returned an object without {', '.join(missing)}")
+    return encoder
 
 
 def validate_config(datasette) -> None:
@@ -67,12 +105,16 @@ def validate_config(datasette) -> None:
         config = datasette.plugin_config(PLUGIN, database=name) or {}
         if not isinstance(config, dict):
             raise ArchiveError(f"plugins: {PLUGIN}: expected a mapping, got {config!r}")
-        unknown = set(config) - {"index_dir", "model"}
+        unknown = set(config) - SETTINGS
         if unknown:
             raise ArchiveError(f"plugins: {PLUGIN}: unknown setting(s) {', '.join(sorted(unknown))}")
-        model = settings(datasette, name)["model"]
-        if model and not Path(model).is_dir():
-            raise ArchiveError(f"plugins: {PLUGIN}: model {model!r} is not a folder")
+        opts = settings(datasette, name)
+        if opts["model"] and opts["encoder"]:
+            raise ArchiveError(f"plugins: {PLUGIN}: set model or encoder, not both (an encoder replaces the model)")
+        if opts["model"] and not Path(opts["model"]).is_dir():
+            raise ArchiveError(f"plugins: {PLUGIN}: model {opts['model']!r} is not a folder")
+        if opts["encoder"]:
+            encoder_factory(opts["encoder"])  # imported now; called when the archive first opens
 
 
 def has_archive_tables(conn: sqlite3.Connection) -> bool:
@@ -111,7 +153,8 @@ class Archives:
                 if not _is_archive_file(path):
                     return None
                 opts = settings(self.datasette, database)
-                handle = ArchiveHandle(Archive(path, opts["index_dir"], opts["model"]), path)
+                encoder = make_encoder(opts["encoder"]) if opts["encoder"] else None
+                handle = ArchiveHandle(Archive(path, opts["index_dir"], opts["model"], encoder=encoder), path)
                 self._handles[database] = handle
             return handle
 
