@@ -17,11 +17,14 @@ from hash_encoder import HashEncoder
 from archive import Archive, store
 from archive.sample import fetch_news_articles
 
-# Stories several outlets covered, so related coverage has something to find.
+# Stories several outlets covered, so related coverage has something to find. "breslin" brings the corpus's
+# real duplicates: HuffPost ran one Jimmy Breslin obituary under two URLs (an exact duplicate body, so also a
+# near-duplicate group), beside two other reports of his death.
 STORIES = {
     "debbie": r"Cyclone Debbie",
     "avalanche": r"avalanche",
     "kim_jong_nam": r"Kim Jong[- ]nam",
+    "breslin": r"Jimmy Breslin",
 }
 OTHERS = 120
 # The plugin's `encoder` setting that serves a hash archive (tests/ is on sys.path: pytest puts a rootless

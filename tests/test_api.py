@@ -1,10 +1,13 @@
-"""The Archive facade end to end on small real archives (real model, FAISS, SQLite)."""
+"""The Archive facade end to end on small archives: loading, index upkeep, verify/repair and delete on the
+hash-encoder sample and fresh hash archives (real chunking, FAISS, SQLite); the model's own vectors and the
+model check on the real sample (slow)."""
 
 import json
 import shutil
 
 import numpy as np
 import pytest
+from hash_encoder import HashEncoder
 
 from archive import Archive, ArchiveError, LoadStopped, terms
 from archive import index as ix
@@ -32,16 +35,21 @@ def record(n, body=BODY, **kw):
 
 @pytest.fixture
 def arc(tmp_path):
-    a = Archive(tmp_path / "a.db", tmp_path / "idx", create=True)
+    a = Archive(tmp_path / "a.db", tmp_path / "idx", create=True, encoder=HashEncoder())
     yield a
     a.close()
 
 
 @pytest.fixture
-def sample_copy(sample_archive, tmp_path):
-    shutil.copy(sample_archive.db_path, tmp_path / "archive.db")
-    shutil.copytree(sample_archive.index_dir, tmp_path / "indexes")
-    a = Archive(tmp_path / "archive.db", tmp_path / "indexes")
+def sample_copy(hash_sample, tmp_path):
+    a = hash_sample.copy_to(tmp_path).open()
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def real_copy(sample_archive, tmp_path):
+    a = sample_archive.copy_to(tmp_path).open()
     yield a
     a.close()
 
@@ -123,29 +131,47 @@ def test_rebuild_from_stored_vectors_gives_the_same_answers(sample_copy):
     assert [r.id for r in sample_copy.search("avalanche hotel", k=5)] == before
 
 
-def test_stored_vectors_are_the_models_vectors(sample_copy):
-    row = sample_copy.db.execute(
+@pytest.mark.slow
+def test_stored_vectors_are_the_models_vectors(real_copy):
+    row = real_copy.db.execute(
         "select c.text, a.title, c.vector from chunks c join articles a on a.id = c.article_id limit 1"
     ).fetchone()
-    fresh = sample_copy.encoder.encode([f"{row[1]}\n\n{row[0]}"])[0]
+    fresh = real_copy.encoder.encode([f"{row[1]}\n\n{row[0]}"])[0]
     assert np.allclose(np.frombuffer(row[2], dtype=np.float32), fresh, atol=1e-4)
 
 
-def test_another_model_is_refused(sample_copy, tmp_path):
+@pytest.mark.slow
+def test_another_model_is_refused(real_copy, tmp_path):
     other = tmp_path / "other-model"
-    shutil.copytree(sample_copy.encoder.path, other)
+    shutil.copytree(real_copy.encoder.path, other)
     cfg = other / "config.json"
     cfg.write_text(cfg.read_text().replace("}", ', "note": "fine-tuned"}', 1))
-    arc = Archive(sample_copy.db_path, sample_copy.index_dir, other)
+    arc = Archive(real_copy.db_path, real_copy.index_dir, other)
     with pytest.raises(ArchiveError, match="index --rebuild --reembed"):
         arc.load([jsonl(tmp_path / "one.jsonl", [record(1)])])
 
 
-def test_stats(sample_archive):
-    s = sample_archive.open().stats()
+def test_another_encoder_is_refused_before_anything_changes(sample_copy, tmp_path):
+    """The fingerprint check itself: a different encoder (here 32 dims), or the default model on a hash archive."""
+    before = sample_copy.stats()
+    other = Archive(sample_copy.db_path, sample_copy.index_dir, encoder=HashEncoder(32))
+    with pytest.raises(ArchiveError, match="hash-64 .*would mix incompatible vectors.*index --rebuild --reembed"):
+        other.load([jsonl(tmp_path / "one.jsonl", [record(1)])])
+    with pytest.raises(ArchiveError, match="embedded with hash-64"):
+        Archive(sample_copy.db_path, sample_copy.index_dir).search("cyclone")
+    assert sample_copy.stats() == before
+
+
+def test_stats(hash_sample):
+    arc = hash_sample.open()
+    try:
+        s = arc.stats()
+    finally:
+        arc.close()
     assert s["articles"] > 100 and s["chunks"] > s["articles"]
-    assert s["model"] == "all-MiniLM-L6-v2" and s["dimensions"] == 384
+    assert s["model"] == "hash-64" and s["dimensions"] == 64  # what the archive was built with
     assert s["index"]["vectors"] == s["chunks"] and s["earliest"] <= s["latest"]
+    assert sum(s["outlet_counts"].values()) == s["articles"]
 
 
 def test_verify_reports_and_repairs_missing_duplicate_signatures(sample_copy):
@@ -166,13 +192,22 @@ def test_verify_reports_and_repairs_missing_keyword_signatures(sample_copy):
     assert dict(sample_copy.db.execute("select term, df from terms").fetchall()) == df_before
 
 
-def test_verify_reports_and_repairs_articles_without_chunks(sample_copy, debbie_ids):
-    """The state an old non-atomic batch could leave: an article committed, its chunks not."""
-    sample_copy.db.execute("delete from chunks where article_id = ?", [debbie_ids[0]])
+def test_verify_reports_and_repairs_articles_without_chunks(sample_copy, hash_sample):
+    """The state an old non-atomic batch could leave: an article committed, its chunks not. The repair embeds
+    it again: the same passages and vectors as before, searchable again."""
+    article = sample_copy.article(hash_sample.story_urls["debbie"][0])["id"]
+
+    def chunks():
+        rows = "select seq, text, vector from chunks where article_id = ? order by seq"
+        return sample_copy.db.execute(rows, [article]).fetchall()
+
+    before = chunks()
+    assert before
+    sample_copy.db.execute("delete from chunks where article_id = ?", [article])
     sample_copy.db.conn.commit()
     report = sample_copy.verify()
     assert "1 articles have no chunks (--repair embeds them)" in report.problems
     assert sample_copy.verify(repair=True).repaired
     assert sample_copy.verify().problems == []
-    assert sample_copy.db.execute("select count(*) from chunks where article_id = ?", [debbie_ids[0]]).fetchone()[0]
-    assert {r.id for r in sample_copy.related(debbie_ids[1], k=8)} & {debbie_ids[0]}
+    assert chunks() == before
+    assert article in {r.id for r in sample_copy.search(before[0][1], k=3, mode="semantic")}

@@ -1,7 +1,10 @@
-"""The `archive` command through click's CliRunner; effects checked by reopening the archive."""
+"""The `archive` command through click's CliRunner; effects checked by reopening the archive.
+
+Commands that never embed (related, stats, verify, delete, index --rebuild, argument errors) run against the
+hash-encoder sample: the CLI opens it without knowing its encoder, which these commands do not need. `load`
+and `search` embed with the archive's model, so their tests use the real model (slow)."""
 
 import json
-import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -15,10 +18,19 @@ def run(*args, input=None):
 
 
 @pytest.fixture
-def copy(sample_archive, tmp_path):
-    shutil.copy(sample_archive.db_path, tmp_path / "archive.db")
-    shutil.copytree(sample_archive.index_dir, tmp_path / "indexes")
-    return tmp_path / "archive.db"
+def copy(hash_sample, tmp_path):
+    return hash_sample.copy_to(tmp_path).db_path
+
+
+@pytest.fixture(scope="module")
+def hashed(hash_sample):
+    """CLI options that point at the (read-only) hash sample."""
+    return ("--db", hash_sample.db_path, "--index-dir", hash_sample.index_dir)
+
+
+@pytest.fixture(scope="module")
+def real(sample_archive):
+    return ("--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir)
 
 
 def test_help_documents_every_command():
@@ -28,6 +40,7 @@ def test_help_documents_every_command():
         assert run(command, "--help").exit_code == 0
 
 
+@pytest.mark.slow
 def test_load_reports_rejections_with_file_and_line(tmp_path):
     src = tmp_path / "in.jsonl"
     good = {
@@ -46,6 +59,7 @@ def test_load_reports_rejections_with_file_and_line(tmp_path):
     assert (row["title"], row["published"], row["outlet"]) == ("Storm closes port", "2017-02-07", "example.com")
 
 
+@pytest.mark.slow
 def test_load_from_stdin_as_json(tmp_path):
     line = json.dumps({"title": "T", "body": "A body sentence.", "url": "http://example.com/x"})
     result = run("load", "-", "--db", tmp_path / "a.db", "--json", input=line + "\n")
@@ -71,6 +85,7 @@ def test_user_mistakes_get_one_line_and_no_traceback(tmp_path, monkeypatch, setu
     assert message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_load_of_only_bad_records_fails(tmp_path):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"title": "no body"}\n')
@@ -78,47 +93,61 @@ def test_load_of_only_bad_records_fails(tmp_path):
     assert result.exit_code == 1 and "no body" in result.output
 
 
-def test_search_json_shape(sample_archive):
-    result = run(
-        "search",
-        "snow buries hotel",
-        "--db",
-        sample_archive.db_path,
-        "--index-dir",
-        sample_archive.index_dir,
-        "-k",
-        "3",
-        "--json",
-    )
+@pytest.mark.slow
+def test_search_json_shape_and_batch_answers_in_order_with_errors_inline(real, sample_archive, tmp_path):
+    result = run("search", "snow buries hotel", *real, "-k", "3", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["query"] == "snow buries hotel" and len(data["results"]) == 3
     assert set(data["results"][0]) == {"id", "url", "title", "outlet", "published", "score", "passage"}
+    assert data["results"][0]["url"] in sample_archive.story_urls["avalanche"]
+    batch = tmp_path / "q.jsonl"
+    batch.write_text('{"query": "cyclone", "k": 2}\n{"query": "x", "k": 0}\nnot json\n{"query": "avalanche"}\n')
+    lines = [json.loads(x) for x in run("search", "--batch", batch, *real).output.splitlines()]
+    assert [("error" in x) for x in lines] == [False, True, True, False]
+    assert len(lines[0]["results"]) == 2 and lines[3]["query"] == "avalanche" and len(lines[3]["results"]) == 10
 
 
-def test_related_by_url_prints_ranked_coverage(sample_archive):
-    url = sample_archive.story_urls["debbie"][0]
-    result = run("related", url, "--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir, "-k", "3")
+@pytest.mark.slow
+def test_related_by_url_prints_ranked_coverage(real, sample_archive):
+    result = run("related", sample_archive.story_urls["debbie"][0], *real, "-k", "3")
     assert result.exit_code == 0, result.output
     assert result.output.count("Cyclone Debbie") + result.output.count("cyclone") >= 2
 
 
-def test_batch_answers_in_order_with_errors_inline(sample_archive, tmp_path):
-    batch = tmp_path / "q.jsonl"
-    batch.write_text('{"query": "cyclone", "k": 2}\n{"query": "x", "k": 0}\nnot json\n{"query": "avalanche"}\n')
-    result = run("search", "--batch", batch, "--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir)
-    lines = [json.loads(x) for x in result.output.splitlines()]
-    assert [("error" in x) for x in lines] == [False, True, True, False]
-    assert len(lines[0]["results"]) == 2 and lines[3]["query"] == "avalanche"
+def test_related_by_url_prints_numbered_results(hashed, hash_sample):
+    url = hash_sample.story_urls["debbie"][0]
+    result = run("related", url, *hashed, "-k", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 9 and [line[:3] for line in lines[::3]] == [" 1.", " 2.", " 3."]
+    assert all(" · id " in line for line in lines[1::3]) and url not in result.output
+
+
+def test_related_json_shape(hashed, hash_sample):
+    arc = hash_sample.open()
+    try:
+        article = arc.article(hash_sample.story_urls["debbie"][0])["id"]
+        expected = [r.id for r in arc.related(article, k=4)]
+    finally:
+        arc.close()
+    data = json.loads(run("related", article, *hashed, "-k", "4", "--json").output)
+    assert data["query"] == str(article) and [r["id"] for r in data["results"]] == expected
+    assert all(set(r) == {"id", "url", "title", "outlet", "published", "score", "passage"} for r in data["results"])
+
+
+def test_related_batch_answers_in_order_with_errors_inline(hashed, tmp_path):
     related = tmp_path / "r.jsonl"
-    related.write_text('{"article": 1, "k": 2}\n{"article": "http://nowhere.example"}\n')
-    result = run("related", "--batch", related, "--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir)
-    lines = [json.loads(x) for x in result.output.splitlines()]
-    assert len(lines[0]["results"]) == 2 and "no article" in lines[1]["error"]
+    related.write_text('{"article": 1, "k": 2}\n\nnot json\n{"article": "http://nowhere.example"}\n{"k": 2}\n')
+    lines = [json.loads(x) for x in run("related", "--batch", related, *hashed).output.splitlines()]
+    assert len(lines) == 4 and len(lines[0]["results"]) == 2  # the blank line gets no answer
+    assert "invalid JSON" in lines[1]["error"] and "no article" in lines[2]["error"]
+    assert "expected an object with 'article'" in lines[3]["error"]
 
 
-def test_related_batch_lines_set_mode_window_and_outlet_preference(sample_archive, debbie_ids, tmp_path):
-    a = debbie_ids[0]
+def test_related_batch_lines_set_mode_window_and_outlet_preference(hashed, hash_sample, tmp_path):
+    arc = hash_sample.open()
+    a = arc.article(hash_sample.story_urls["debbie"][0])["id"]
     related = tmp_path / "r.jsonl"
     related.write_text(
         "\n".join(
@@ -129,20 +158,27 @@ def test_related_batch_lines_set_mode_window_and_outlet_preference(sample_archiv
                 {"article": a, "mode": "psychic"},
                 {"article": a, "window": "soon"},
                 {"article": a, "other_outlets": "yes"},
+                {"article": a, "k": 150, "other_outlets": True},
             ]
         )
     )
-    args = ("--db", sample_archive.db_path, "--index-dir", sample_archive.index_dir)
-    lines = [json.loads(x) for x in run("related", "--batch", related, *args).output.splitlines()]
-    arc = sample_archive.open()
+    lines = [json.loads(x) for x in run("related", "--batch", related, *hashed).output.splitlines()]
     try:
         assert [r["id"] for r in lines[0]["results"]] == [r.id for r in arc.related(a, k=5, mode="keyword")]
         assert [r["id"] for r in lines[1]["results"]] == [r.id for r in arc.related(a, k=30, window=1)]
-        assert len(lines[1]["results"]) < len(arc.related(a, k=30))  # the window narrowed it
+        assert 0 < len(lines[1]["results"]) < len(arc.related(a, k=30))  # the window narrowed it
+        expected = [r.id for r in arc.related(a, k=150, other_outlets=True)]
+        assert [r["id"] for r in lines[5]["results"]] == expected != [r.id for r in arc.related(a, k=150)]
     finally:
         arc.close()
     assert "mode must be one of" in lines[2]["error"]
     assert "window must be" in lines[3]["error"] and "other_outlets must be" in lines[4]["error"]
+
+
+def test_commands_that_embed_refuse_a_hash_archive_clearly(hashed):
+    """The CLI opens an archive with its recorded model: a hash archive's vectors are not that model's."""
+    result = run("search", "cyclone", *hashed)
+    assert result.exit_code == 1 and "embedded with hash-64" in result.output and "Traceback" not in result.output
 
 
 def test_verify_delete_index_stats(copy):
@@ -155,4 +191,9 @@ def test_verify_delete_index_stats(copy):
     assert "rebuilt flat index" in run("index", "--rebuild", "--db", copy).output
     assert run("verify", "--db", copy, "--json").exit_code == 0
     stats = json.loads(run("stats", "--db", copy, "--json").output)
-    assert stats["index"]["vectors"] == stats["chunks"]
+    assert stats["index"]["vectors"] == stats["chunks"] and stats["model"] == "hash-64"
+    arc = Archive(copy, encoder=None)
+    try:
+        assert arc.db.execute("select count(*) from articles where id = 1").fetchone()[0] == 0
+    finally:
+        arc.close()

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 import sqlite3
 from urllib.parse import quote
 
 import pytest
 from datasette.app import Datasette
-
-from archive import Archive
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # SQL function errors
 
@@ -57,28 +54,29 @@ HOSTILE = {
     "subtitle": PAYLOADS[2],
     "byline": PAYLOADS[3],
     "outlet": PAYLOADS[1],
-    "url": "https://example.org/hostile?a=<b>&c=\"d\"",
+    "url": 'https://example.org/hostile?a=<b>&c="d"',
     "published": "2017-04-01",
     "body": "A zebra escaped from a circus in Vienna and trotted along the Ringstrasse before keepers caught it. "
-            + " ".join(PAYLOADS) + " Police closed two tram lines for an hour.",
+    + " ".join(PAYLOADS)
+    + " Police closed two tram lines for an hour.",
 }
-TRIED: dict[str, int] = {}  # attacks tried per route (printed by test_report_counts)
+TRIED: dict[str, int] = {}  # attacks tried per route (checked by test_report_counts)
 
 
 @pytest.fixture(scope="module")
-def hostile(sample_archive, tmp_path_factory):
-    base = tmp_path_factory.mktemp("hostile")
-    shutil.copy(sample_archive.db_path, base / "archive.db")
-    shutil.copytree(sample_archive.index_dir, base / "indexes", ignore=shutil.ignore_patterns(".lock"))
-    (base / "hostile.jsonl").write_text(json.dumps(HOSTILE) + "\n")
-    arc = Archive(base / "archive.db", base / "indexes")
+def hostile(hash_sample, tmp_path_factory):
+    """The hash-encoder sample plus one hostile article, served with the plugin's `encoder` setting."""
+    sample = hash_sample.copy_to(tmp_path_factory.mktemp("hostile"))
+    src = sample.db_path.parent / "hostile.jsonl"
+    src.write_text(json.dumps(HOSTILE) + "\n")
+    arc = sample.open()
     try:
-        arc.load([str(base / "hostile.jsonl")])
+        arc.load([str(src)])
         hostile_id = arc.article(HOSTILE["url"])["id"]
         titles = dict(arc.db.execute("select id, title from articles").fetchall())
     finally:
         arc.close()
-    return Datasette([str(base / "archive.db")]), hostile_id, titles
+    return Datasette([str(sample.db_path)], metadata=sample.metadata()), hostile_id, titles
 
 
 def assert_escaped(page: str, where: str) -> None:
@@ -124,11 +122,17 @@ async def test_hostile_article_renders_escaped_on_every_page(hostile):
 
 async def test_hostile_article_in_someone_elses_related_coverage_is_escaped(hostile):
     ds, hid, _ = hostile
-    body = (await ds.client.get("/archive/-/semantic.json?q=zebra+circus+Vienna&k=3&mode=semantic")).json()
-    others = [r["id"] for r in body["results"] if r["id"] != hid]
-    for other in others[:2]:
-        page = (await ds.client.get(f"/archive/articles/{other}/-/related?k=100")).text
-        assert_escaped(page, f"related {other}")
+    near = (await ds.client.get(f"/archive/articles/{hid}/-/related.json?k=20")).json()["results"]
+    pages = 0
+    for other in [r["id"] for r in near]:
+        if hid in [
+            r["id"] for r in (await ds.client.get(f"/archive/articles/{other}/-/related.json?k=100")).json()["results"]
+        ]:
+            page = (await ds.client.get(f"/archive/articles/{other}/-/related?k=100")).text
+            assert f'href="/archive/articles/{hid}"' in page
+            assert_escaped(page, f"related {other}")
+            pages += 1
+    assert pages, "the hostile article should be in some other article's related coverage"
 
 
 async def test_json_carries_hostile_text_as_json_strings(hostile):
@@ -161,9 +165,10 @@ def params_for(param: str, value: str) -> dict:
     return {**base, param: value}
 
 
-def check_results(body: dict, titles: dict, param: str, value: str, k: int = 100) -> None:
-    """Only real articles (id and title as stored), no more than k, and each one matching the filter."""
-    assert set(body) == {"query", "results"}
+def check_results(body: dict, titles: dict, param: str, value: str, k: int = 100) -> int:
+    """Only real articles (id and title as stored), no more than k, and each one matching the filter; returns
+    how many results it checked."""
+    assert set(body) - {"loading"} == {"query", "results"} and body.get("loading") is None
     assert len(body["results"]) <= k
     for r in body["results"]:
         assert titles.get(r["id"]) == r["title"], r
@@ -171,21 +176,24 @@ def check_results(body: dict, titles: dict, param: str, value: str, k: int = 100
             assert (r["outlet"] or "").lower() == value.strip().lower()
         if param == "since":
             assert (r["published"] or "") >= value.strip()
+    return len(body["results"])
 
 
 @pytest.mark.parametrize("param", ["q", "k", "mode", "outlet", "since", "until"])
 @pytest.mark.parametrize("fmt", [".json", ""])
 async def test_injection_in_every_semantic_parameter(hostile, param, fmt):
     ds, _, titles = hostile
+    checked = 0
     for value in INJECTIONS:
         TRIED[f"/-/semantic{fmt} {param}"] = TRIED.get(f"/-/semantic{fmt} {param}", 0) + 1
         response = await ds.client.get(f"/archive/-/semantic{fmt}", params=params_for(param, value))
         assert response.status_code in (200, 400), (param, value, response.status_code, response.text[:300])
         if response.status_code == 200 and fmt:
-            check_results(response.json(), titles, param, value)
+            checked += check_results(response.json(), titles, param, value)
         if response.status_code == 400 and fmt:
             assert response.json()["ok"] is False and response.json()["error"]
         assert "Traceback" not in response.text and "sqlite3." not in response.text
+    assert checked or param != "q" or not fmt, "an injection in q is still a query: some should find articles"
     assert sqlite_ok(ds)
 
 
@@ -209,17 +217,22 @@ async def test_injection_in_related_id_and_k(hostile, fmt):
 
 async def test_injection_through_the_sql_functions(hostile):
     ds, _, titles = hostile
+    seen = 0
     for value in INJECTIONS:
         for fn, arg in (("semantic_search", "q"), ("related_articles", "id")):
             TRIED[f"{fn}() {arg}"] = TRIED.get(f"{fn}() {arg}", 0) + 1
             TRIED[f"{fn}() k"] = TRIED.get(f"{fn}() k", 0) + 1
-            for sql, params in ((f"select {fn}(:v, 5) as h", {"v": value}),
-                                (f"select {fn}(:a, :v) as h", {"a": "cyclone" if arg == "q" else "1", "v": value})):
+            for sql, params in (
+                (f"select {fn}(:v, 5) as h", {"v": value}),
+                (f"select {fn}(:a, :v) as h", {"a": "cyclone" if arg == "q" else "1", "v": value}),
+            ):
                 response = await ds.client.get("/archive.json", params={"sql": sql, "_shape": "array", **params})
                 assert response.status_code in (200, 400), (fn, value, response.status_code)
                 if response.status_code == 200:
                     hits = json.loads(response.json()[0]["h"])
                     assert all(h["article_id"] in titles for h in hits) and len(hits) <= 100
+                    seen += len(hits)
+    assert seen, "semantic_search() of injection text still answers with articles"
     assert sqlite_ok(ds)
 
 
@@ -235,10 +248,18 @@ def sqlite_ok(ds) -> bool:
 # --- limits ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query", [
-    {"q": "x" * 1001}, {"q": "x " * 3000}, {"q": "cyclone", "k": "101"}, {"q": "cyclone", "k": str(10**30)},
-    {"q": "cyclone", "k": "-5"}, {"q": "cyclone", "k": "1e3"}, {"q": "cyclone", "k": "0x10"},
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"q": "x" * 1001},
+        {"q": "x " * 3000},
+        {"q": "cyclone", "k": "101"},
+        {"q": "cyclone", "k": str(10**30)},
+        {"q": "cyclone", "k": "-5"},
+        {"q": "cyclone", "k": "1e3"},
+        {"q": "cyclone", "k": "0x10"},
+    ],
+)
 @pytest.mark.parametrize("fmt", [".json", ""])
 async def test_long_queries_and_large_k_are_refused(hostile, query, fmt):
     ds, _, _ = hostile
@@ -270,16 +291,23 @@ async def test_index_and_model_paths_never_come_from_a_request(hostile, tmp_path
     path = "/archive/-/semantic.json"
     plain = (await ds.client.get(path, params={"q": "cyclone", "k": "3"})).json()
     (tmp_path / "manifest.json").write_text("{}")
-    for extra in ({"index_dir": str(tmp_path)}, {"index": str(tmp_path)}, {"model": str(tmp_path)},
-                  {"_index_dir": "/"}, {"db": "/etc/passwd"}):
+    for extra in (
+        {"index_dir": str(tmp_path)},
+        {"index": str(tmp_path)},
+        {"model": str(tmp_path)},
+        {"_index_dir": "/"},
+        {"db": "/etc/passwd"},
+    ):
         response = await ds.client.get(path, params={"q": "cyclone", "k": "3", **extra})
         assert response.status_code == 200 and response.json() == plain, extra
         headers = {"X-Index-Dir": str(tmp_path), "Cookie": f"index_dir={tmp_path}"}
         assert (await ds.client.get(path, params={"q": "cyclone", "k": "3"}, headers=headers)).json() == plain
 
 
-@pytest.mark.parametrize("database", ["%2E%2E", "..~2F..~2Fetc~2Fpasswd", "~2Fetc~2Fpasswd", "archive.db", "_memory",
-                                      "archive%00", "ARCHIVE"])
+@pytest.mark.parametrize(
+    "database",
+    ["%2E%2E", "..~2F..~2Fetc~2Fpasswd", "~2Fetc~2Fpasswd", "archive.db", "_memory", "archive%00", "ARCHIVE"],
+)
 async def test_database_name_in_the_path_is_only_a_known_database(hostile, database):
     ds, _, _ = hostile
     for path in (f"/{database}/-/semantic.json?q=x", f"/{database}/articles/1/-/related.json"):
@@ -300,15 +328,61 @@ async def test_sql_functions_and_routes_exist_only_on_archive_databases(hostile,
     assert 'href="/archive/-/semantic"' in menu and 'href="/other/-/semantic"' not in menu
 
 
-def test_unknown_plugin_settings_are_refused_at_startup(sample_archive):
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"index_dir": "x", "path": "/"}, "unknown setting"),
+        ({"model": "/nonexistent-model-folder"}, "is not a folder"),
+        ({"encoder": "hash_encoder.HashEncoder"}, 'expected "module:callable"'),
+        ({"encoder": ":HashEncoder"}, 'expected "module:callable"'),
+        ({"encoder": ["hash_encoder", "HashEncoder"]}, 'expected "module:callable"'),
+        ({"encoder": "no_such_module_anywhere:Encoder"}, "cannot import 'no_such_module_anywhere'"),
+        ({"encoder": "hash_encoder:NoSuchEncoder"}, "'hash_encoder' has no callable 'NoSuchEncoder'"),
+        ({"encoder": "hash_encoder:HashEncoder", "model": "/tmp"}, "set model or encoder, not both"),
+    ],
+)
+async def test_bad_plugin_settings_are_refused_at_startup(hash_sample, config, message):
+    from archive import ArchiveError
     from datasette_plugins.news_archive.archives import validate_config
 
-    for config in ({"index_dir": "x", "path": "/"}, {"model": "/nonexistent-model-folder"}):
-        ds = Datasette([str(sample_archive.db_path)], metadata={"plugins": {"news-archive": config}})
-        with pytest.raises(Exception, match="unknown setting|is not a folder"):
-            validate_config(ds)
+    ds = Datasette([str(hash_sample.db_path)], metadata={"plugins": {"news-archive": config}})
+    with pytest.raises(ArchiveError, match=message):
+        validate_config(ds)
+    with pytest.raises(ArchiveError, match=message):
+        await ds.invoke_startup()
 
 
-def test_report_counts():
-    """Not a check: attacks tried per route (run with -s to see it)."""
+def test_an_encoder_setting_must_make_an_encoder():
+    from archive import ArchiveError
+    from datasette_plugins.news_archive.archives import make_encoder
+
+    assert make_encoder("hash_encoder:HashEncoder").fingerprint == "hash-v1-64"
+    with pytest.raises(ArchiveError, match="returned an object without encode, encode_queries, fingerprint"):
+        make_encoder("collections:OrderedDict")
+
+
+async def test_a_hash_archive_served_without_its_encoder_is_refused_clearly(hash_sample):
+    """The fingerprint check holds in the server too: no silent mixing of the real model with hashed vectors."""
+    response = await Datasette([str(hash_sample.db_path)]).client.get("/archive/-/semantic.json?q=cyclone")
+    assert response.status_code >= 400 and "would mix incompatible vectors" in response.text
+
+
+def expected_tries(item) -> set[str]:
+    """The TRIED keys one collected test of this module adds (one per route/parameter it attacks)."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    if item.originalname == "test_injection_in_every_semantic_parameter":
+        return {f"/-/semantic{params['fmt']} {params['param']}"}
+    if item.originalname == "test_injection_in_related_id_and_k":
+        return {f"/-/related{params['fmt']} {arg}" for arg in ("id", "k")}
+    if item.originalname == "test_injection_through_the_sql_functions":
+        return {f"{fn}() {arg}" for fn, arg in (("semantic_search", "q"), ("related_articles", "id"))} | {
+            f"{fn}() k" for fn in ("semantic_search", "related_articles")
+        }
+    return set()
+
+
+def test_report_counts(request):
+    """Every injection test that ran tried every attack on its route and parameter (-s prints the counts)."""
     print("\nattacks tried per route/parameter:", json.dumps(TRIED, indent=1), "total", sum(TRIED.values()))
+    ran = [i for i in request.session.items if i.module is request.module and i.originalname != request.node.name]
+    assert TRIED == {key: len(INJECTIONS) for item in ran for key in expected_tries(item)}

@@ -24,8 +24,8 @@ PLUGIN_PATHS = [
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def restricted(request, sample_archive):
-    return request.param, Datasette([str(sample_archive.db_path)], metadata=CONFIGS[request.param])
+def restricted(request, hash_sample):
+    return request.param, Datasette([str(hash_sample.db_path)], metadata=hash_sample.metadata(CONFIGS[request.param]))
 
 
 def cookies(ds, signed_in: bool) -> dict:
@@ -55,19 +55,23 @@ async def test_menu_link_and_table_action_only_for_those_allowed(restricted, sig
     assert ("Find related coverage" in row) is signed_in
 
 
-async def test_sql_functions_are_off_when_articles_has_an_allow_block(sample_archive):
-    ds = Datasette([str(sample_archive.db_path)], metadata=CONFIGS["table"])
-    response = await ds.client.get("/archive.json", params={"sql": "select semantic_search('avalanche', 3)"},
-                                   cookies=cookies(ds, True))
+async def test_sql_functions_are_off_when_articles_has_an_allow_block(hash_sample):
+    ds = Datasette([str(hash_sample.db_path)], metadata=hash_sample.metadata(CONFIGS["table"]))
+    response = await ds.client.get(
+        "/archive.json", params={"sql": "select semantic_search('avalanche', 3)"}, cookies=cookies(ds, True)
+    )
     assert response.status_code == 400 and response.json()["ok"] is False
 
 
-async def test_sql_functions_unavailable_to_those_denied_the_database(sample_archive):
-    ds = Datasette([str(sample_archive.db_path)], metadata=CONFIGS["database"])
+async def test_sql_functions_unavailable_to_those_denied_the_database(hash_sample):
+    ds = Datasette([str(hash_sample.db_path)], metadata=hash_sample.metadata(CONFIGS["database"]))
     response = await ds.client.get("/archive.json", params={"sql": "select semantic_search('avalanche', 3)"})
     assert response.status_code == 403
-    allowed = await ds.client.get("/archive.json", params={"sql": "select semantic_search('avalanche', 3) as h",
-                                                           "_shape": "array"}, cookies=cookies(ds, True))
+    allowed = await ds.client.get(
+        "/archive.json",
+        params={"sql": "select semantic_search('avalanche', 3) as h", "_shape": "array"},
+        cookies=cookies(ds, True),
+    )
     assert allowed.status_code == 200 and allowed.json()[0]["h"].startswith("[")
 
 
@@ -88,9 +92,8 @@ async def test_denied_answers_do_not_reveal_what_exists_or_validate_input(restri
     assert response.status_code == 403 and response.json() == {"ok": False, "error": DENIED}
 
 
-async def test_canned_queries_and_other_databases_under_restriction(restricted, tmp_path):
+async def test_canned_queries_and_other_databases_under_restriction(restricted, hash_sample, tmp_path):
     """The project's metadata.yml (with its canned queries) plus each restriction; a second, open database."""
-    import copy
     import sqlite3
     from pathlib import Path
 
@@ -106,7 +109,7 @@ async def test_canned_queries_and_other_databases_under_restriction(restricted, 
         metadata["databases"]["archive"]["tables"]["articles"]["allow"] = ROOT_ONLY
     other = tmp_path / "open.db"
     sqlite3.connect(other).execute("create table t (x)").connection.commit()
-    both = Datasette([str(ds.databases["archive"].path), str(other)], metadata=copy.deepcopy(metadata))
+    both = Datasette([str(ds.databases["archive"].path), str(other)], metadata=hash_sample.metadata(metadata))
     for canned in ("/archive/semantic.json?q=avalanche&_shape=array", "/archive/related.json?article_id=1"):
         response = await both.client.get(canned)
         assert response.status_code in (400, 403), (canned, response.status_code)
