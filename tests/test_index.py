@@ -116,7 +116,7 @@ def clustered(n, dim=32, seed=0):
 
 
 def recall_at_10(index, vecs, ids, queries):
-    _, got = index.search(queries, 10)
+    _, got = index.search(queries, 10, exact=lambda wanted: vecs[np.searchsorted(ids, wanted)])
     exact = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
     return np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact)])
 
@@ -129,7 +129,7 @@ def test_choose_kind_by_size_and_override():
         ix.choose_kind(10, "hnsw-pq")
 
 
-@pytest.fixture(params=["ivf", "ivf-sq8"])
+@pytest.fixture(params=["ivf", "ivf-sq8", "ivf-pq"])
 def ivf_index(request):
     vecs = clustered(4000)
     ids = np.arange(10, 4010, dtype=np.int64)
@@ -138,7 +138,7 @@ def ivf_index(request):
 
 def test_ivf_kinds_recall_and_ids(ivf_index):
     index, vecs, ids = ivf_index
-    assert index.kind in ("ivf", "ivf-sq8") and index.ntotal == 4000
+    assert index.kind == ix.choose_kind(4000, index.kind) and index.ntotal == 4000
     assert sorted(index.ids()) == list(ids)
     assert recall_at_10(index, vecs, ids, clustered(50, seed=3)) >= 0.9
     got = index.vectors(ids[[0, 17, 3999]])
@@ -149,7 +149,7 @@ def test_ivf_prefilter_is_exact_over_allowed_ids(ivf_index):
     index, vecs, ids = ivf_index
     allowed = ids[::97]
     q = clustered(1, seed=5)
-    _, got = index.search(q, 5, allowed)
+    _, got = index.search(q, 5, allowed, exact=lambda wanted: vecs[np.searchsorted(ids, wanted)])
     exact = allowed[np.argsort(-(q @ vecs[::97].T)[0])[:5]]
     assert set(got[0]) == set(exact)
 
@@ -187,7 +187,7 @@ def faiss_bytes(index):
     return faiss.serialize_index(index.index)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "ivf-sq8"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf-sq8", "ivf-pq"])
 def test_archive_rebuilds_verifies_and_searches_with_ivf_kinds(sample_archive, tmp_path, kind):
     import shutil
 
@@ -207,7 +207,7 @@ def test_archive_rebuilds_verifies_and_searches_with_ivf_kinds(sample_archive, t
         arc.close()
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-sq8"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-sq8", "ivf-pq"])
 def test_live_index_maps_the_file_and_answers_like_the_index_in_memory(tmp_path, kind):
     vecs = clustered(3000)
     ids = np.arange(1, 3001, dtype=np.int64)
@@ -219,3 +219,91 @@ def test_live_index_maps_the_file_and_answers_like_the_index_in_memory(tmp_path,
     assert np.array_equal(live.search(q, 5, allowed)[1], index.search(q, 5, allowed)[1])
     (tmp_path / m.file).unlink()  # a writer's next save removes the old generation while a reader maps it
     assert np.array_equal(live.search(q, 10)[1], index.search(q, 10)[1])
+
+
+# ---- ivf-pq, streaming builds and exact re-scoring (issue 14 item 5) -------------------------------------
+
+
+def test_auto_turns_to_ivf_pq_past_pq_min():
+    assert ix.choose_kind(ix.PQ_MIN) == "ivf"
+    assert ix.choose_kind(ix.PQ_MIN + 1) == "ivf-pq"
+    assert ix.choose_kind(10, "ivf-pq") == "ivf-pq"
+
+
+def in_batches(ids, vecs, size, calls):
+    def batches():
+        calls.append(1)
+        for start in range(0, len(ids), size):
+            yield ids[start : start + size], vecs[start : start + size]
+
+    return batches
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-pq"])
+def test_streaming_build_passes_twice_and_matches_a_build_from_arrays(kind):
+    vecs, ids = clustered(3000), np.arange(5, 3005, dtype=np.int64)
+    calls = []
+    streamed = ix.build_streaming(32, in_batches(ids, vecs, 700, calls), len(ids), kind)
+    assert len(calls) == (1 if kind == "flat" else 2)  # a sampling pass to train, then an adding pass
+    assert streamed.kind == kind and sorted(streamed.ids()) == list(ids)
+    q = clustered(5, seed=4)
+    assert np.array_equal(streamed.search(q, 10)[1], ix.build(32, ids, vecs, kind).search(q, 10)[1])
+
+
+def test_an_ivf_pq_build_with_too_few_vectors_to_train_is_flat():
+    vecs = clustered(100)
+    assert ix.build(32, np.arange(100), vecs, "ivf-pq").kind == "flat"
+
+
+def exact_from(vecs, first_id):
+    return lambda ids: vecs[np.asarray(ids) - first_id]
+
+
+def test_ivf_pq_rescoring_returns_exact_scores_and_recall():
+    vecs, ids = clustered(4000), np.arange(10, 4010, dtype=np.int64)
+    index = ix.build(32, ids, vecs, "ivf-pq")
+    q = clustered(50, seed=3)
+    raw_scores, _ = index.search(q, 10)
+    scores, got = index.search(q, 10, exact=exact_from(vecs, 10))
+    true = np.einsum("qd,qkd->qk", q, vecs[got - 10])
+    assert np.allclose(scores, true, atol=1e-6) and not np.allclose(raw_scores, scores, atol=1e-3)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    exact = ids[np.argsort(-(q @ vecs.T), axis=1)[:, :10]]
+    assert np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact)]) >= 0.95
+
+
+def test_rescoring_drops_ids_the_store_no_longer_has():
+    vecs, ids = clustered(4000), np.arange(10, 4010, dtype=np.int64)
+    index = ix.build(32, ids, vecs, "ivf-pq")
+    _, before = index.search(vecs[:1], 5, exact=exact_from(vecs, 10))
+    gone = set(before[0][:2].tolist())
+
+    def exact(wanted):
+        out = vecs[np.asarray(wanted) - 10].copy()
+        out[np.isin(wanted, list(gone))] = np.nan  # deleted from the database, still in this index
+        return out
+
+    scores, got = index.search(vecs[:1], 5, exact=exact)
+    assert not gone & set(got[0].tolist()) and np.isfinite(scores).all() and (got >= 0).all()
+
+
+def test_semantic_hits_rescore_an_approximate_index(sample_archive, tmp_path):
+    import shutil
+
+    from archive import Archive, store
+    from archive import search as srch
+
+    shutil.copy(sample_archive.db_path, tmp_path / "a.db")
+    arc = Archive(tmp_path / "a.db", tmp_path / "idx")
+    try:
+        assert arc.rebuild_index(index_type="ivf-pq").index_type == "ivf-pq"
+        index = arc._index()
+        dim = index.dim
+        some = store.chunk_ids(arc.db)[len(store.chunk_ids(arc.db)) // 2]
+        query = store.vectors_for(arc.db, [some], dim)
+        hits = srch.semantic_hits(arc.db, index, query, 5, srch.Filters())
+        assert len(hits) >= 5
+        for score, chunk in hits.values():  # every score is the true cosine, not the PQ estimate
+            assert abs(score - float(store.vectors_for(arc.db, [chunk], dim)[0] @ query[0])) < 1e-5
+    finally:
+        arc.close()
