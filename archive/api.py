@@ -6,76 +6,40 @@ report = arc.load(["articles.csv"])
 for r in arc.search("flooding in Queensland", k=5):
     print(r.score, r.title)
 arc.related("http://www.bbc.co.uk/news/world-australia-39427466")
+
+The facade holds the archive's state (database, index directory, encoder) and delegates each job to its
+module: loading to `ingest`, index upkeep and model switches to `maintenance`, checks to `verify`, queries
+to `search`.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from itertools import islice
+from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
 
-import numpy as np
-
-from . import dedupe, store, terms
 from . import index as ix
+from . import ingest, store, verify
 from . import search as srch
 from .chunk import Chunker
 from .embed import DEFAULT_MODEL_NAME, Encoder
-from .models import ArchiveError, Article, Rejection, Result
-from .sources import read_sources
+from .ingest import LoadOptions, LoadReport
+from .maintenance import Maintenance
+from .models import ArchiveError, Result
+from .verify import VerifyReport
 
-log = logging.getLogger(__name__)
-
-SAVE_EVERY_S = 3.0  # a running server sees new articles within this (plus its own check) while a load runs
-SAVE_SHARE = 0.02  # ... unless saving the index takes longer: then at most this share of the load's time
-
-
-class LoadStopped(ArchiveError):
-    """`on_error="stop"` met a bad record; everything before it was committed."""
-
-
-@dataclass
-class LoadReport:
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    chunks_embedded: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "rejected": [{"origin": r.origin, "reason": r.reason} for r in self.rejected],
-            "chunks_embedded": self.chunks_embedded,
-            "seconds": round(self.seconds, 2),
-        }
-
-
-@dataclass
-class VerifyReport:
-    problems: list[str] = field(default_factory=list)
-    repaired: bool = False
-    articles: int = 0
-    chunks: int = 0
-    indexed: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems or self.repaired
+LOAD_STALE_S = 120  # a first batch on a cold CPU (torch import, model load, 64 articles) takes well under this
 
 
 class Archive:
     """A news archive: an SQLite database (the truth) and a FAISS index beside it (a cache).
 
     `model` is a local sentence-transformers folder; None uses the model the archive was built with, or
-    the bundled all-MiniLM-L6-v2 for a new archive.
+    the bundled all-MiniLM-L6-v2 for a new archive. `device` (auto, cpu, cuda) is where loads encode;
+    queries stay on the CPU. `encoder` replaces the model altogether (tests use a small deterministic one).
     """
 
     def __init__(
@@ -86,6 +50,8 @@ class Archive:
         *,
         create: bool = False,
         backend: str | None = None,
+        device: str = "cpu",
+        encoder: Encoder | None = None,
     ):
         self.db_path = str(db_path)
         self.index_dir = Path(index_dir) if index_dir else Path(self.db_path).resolve().parent / "indexes"
@@ -94,8 +60,11 @@ class Archive:
         self.db = store.open_db(self.db_path, create=create)
         self._model_arg = model
         self._backend_arg = backend  # torch | onnx; None: the archive's recorded backend, torch for a new one
-        self._encoder: Encoder | None = None
+        self._device = device
+        self._encoder = encoder
+        self._checked = False
         self.live = ix.LiveIndex(self.index_dir)
+        self.maintenance = Maintenance(self)
 
     # ---- model ------------------------------------------------------------------------------------------
 
@@ -105,14 +74,22 @@ class Archive:
 
     @property
     def encoder(self) -> Encoder:
+        """The encoder, checked against the model the archive's vectors were made with."""
         if self._encoder is None:
-            encoder = Encoder(self._model_arg or self._recorded_model_path(), backend=self._backend())
-            self._check_model(encoder)
-            self._encoder = encoder
+            self._encoder = self.new_encoder()
+        if not self._checked:
+            self._check_model(self._encoder)
+            self._checked = True
         return self._encoder
 
-    def _backend(self) -> str:
-        return self._backend_arg or self.meta.get("backend") or "torch"
+    @cached_property
+    def chunker(self) -> Chunker:
+        return Chunker(self.encoder)
+
+    def new_encoder(self) -> Encoder:
+        """An encoder for the model asked for (or recorded), unchecked: a model switch starts from one."""
+        model = self._model_arg or self._recorded_model_path()
+        return Encoder(model, backend=self._backend_arg or self.meta.get("backend") or "torch", device=self._device)
 
     def _recorded_model_path(self) -> str | None:
         """The model folder the archive was built with; None (the bundled default) for a new archive."""
@@ -132,10 +109,14 @@ class Archive:
                 f"`archive index --rebuild --reembed --model {encoder.path} --backend {encoder.backend}`"
             )
 
-    def _record_model(self, encoder: Encoder) -> None:
-        store.set_meta(self.db, model_path=str(encoder.path), **encoder.describe())
+    def record_model(self) -> None:
+        """Record the encoder as the maker of the archive's vectors (and the devices it has run on)."""
+        encoder = self._encoder or self.encoder
+        meta = self.meta
+        devices = {d for d in meta.get("devices", "").split(",") if d} | {encoder.precision_label}
+        store.set_meta(self.db, model_path=str(encoder.path), devices=",".join(sorted(devices)), **encoder.describe())
 
-    # ---- loading ----------------------------------------------------------------------------------------
+    # ---- writing ----------------------------------------------------------------------------------------
 
     def load(
         self,
@@ -143,250 +124,48 @@ class Archive:
         *,
         field_map: dict[str, str] | None = None,
         on_error: str = "skip",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         encoding: str = "utf-8",
         stdin=None,
         progress: Callable[[int, int], None] | None = None,
+        workers: int | None = None,
+        expected: int | None = None,
     ) -> LoadReport:
         """Read, clean, chunk, embed, store and index articles; returns what happened to each.
 
         Commits every `batch_size` articles, so an interrupted load keeps its batches and a rerun skips them.
-        `progress(articles_done, chunks_embedded)` is called after each batch.
+        `progress(articles_done, chunks_embedded)` is called after each batch. `workers`: processes that
+        prepare articles ahead of the encoder (None: one per core for big inputs, none for small ones).
         """
-        if on_error not in ("skip", "stop"):
-            raise ArchiveError("on_error must be 'skip' or 'stop'")
-        encoder = self.encoder
-        report, started = LoadReport(), time.monotonic()
-        records = read_sources(paths, field_map, encoding=encoding, stdin=stdin)
-        with ix.writer_lock(self.index_dir):
-            self._record_model(encoder)
-            index = self._writable_index()
-            chunker = Chunker(encoder)
-            next_save = time.monotonic() + SAVE_EVERY_S
-            for batch in _batches(records, batch_size):
-                articles = self._take_articles(batch, report, on_error)
-                self._load_batch(articles, index, chunker, report)
-                if progress:
-                    progress(len(articles), report.chunks_embedded)
-                if time.monotonic() >= next_save:
-                    took = time.monotonic()
-                    self._save(index)  # a whole-file rewrite: ~0.1 s at 15k vectors, seconds at a million
-                    took = time.monotonic() - took
-                    next_save = time.monotonic() + max(SAVE_EVERY_S, took / SAVE_SHARE)
-                if report.rejected and on_error == "stop":
-                    break
-            self._save(index)
-        if report.chunks_embedded:
-            self._prepare_queries(encoder)  # torch is loaded now, so the export costs only its own seconds
-        report.seconds = time.monotonic() - started
-        if report.rejected and on_error == "stop":
-            raise LoadStopped(f"stopped at {report.rejected[-1]} (everything before it was loaded)")
-        return report
+        self._refuse_during_switch()
+        opts = LoadOptions(field_map, on_error, batch_size, encoding, stdin, progress, workers, expected)
+        return ingest.load(self, paths, opts)
 
-    @staticmethod
-    def _prepare_queries(encoder: Encoder) -> None:
-        """Export a torch model's fp32 ONNX query encoder once per machine, so a server starts without torch."""
-        try:
-            encoder.prepare_queries()
-        except Exception as e:  # only an optimisation: queries then run on torch
-            log.warning("could not export the ONNX query encoder (%s); queries will run on torch", e)
-
-    @staticmethod
-    def _take_articles(batch: list, report: LoadReport, on_error: str) -> list[Article]:
-        articles = []
-        for item in batch:
-            if isinstance(item, Rejection):
-                report.rejected.append(item)
-                if on_error == "stop":
-                    break
-            else:
-                articles.append(item)
-        return articles
-
-    def _load_batch(self, articles: list[Article], index: ix.ChunkIndex, chunker: Chunker, report: LoadReport):
-        plans = store.classify(self.db, articles)
-        texts: list[str] = []
-        for p in plans:
-            setattr(report, p.status, getattr(report, p.status) + 1)
-            if p.status != "unchanged":
-                p.set_chunks(
-                    chunker.chunk(p.article.title, p.article.body), store.existing_chunks(self.db, p.article_id)
-                )
-                texts += p.texts_to_embed()
-        if all(p.status == "unchanged" for p in plans):
-            return
-        vectors = self.encoder.encode(texts)
-        report.chunks_embedded += len(texts)
-        applied = store.apply(self.db, plans, vectors)
-        self._derive([p.article_id for p in plans if p.status != "unchanged"])
-        index.remove(applied.removed_ids)
-        if applied.added_ids:
-            index.add(np.array(applied.added_ids), np.vstack(applied.added_vectors))
-
-    def _derive(self, article_ids: list[int]) -> None:
-        """The tables derived from new or changed articles: near-duplicate groups and keyword signatures."""
-        dedupe.update(self.db, article_ids)
-        terms.update(self.db, article_ids)
-
-    def _derive_missing(self) -> None:
-        dedupe.backfill(self.db)
-        terms.backfill(self.db)
-
-    def _writable_index(self) -> ix.ChunkIndex:
-        """The index, brought level with the database first (a crashed load may have left it behind)."""
-        self._derive_missing()  # likewise the derived tables, written just after each batch's commit
-        try:
-            index, manifest = ix.load(self.index_dir)
-        except ArchiveError:
-            return self._build_index()
-        self._sync(index)
-        return index
-
-    def _build_index(self, kind: str = "auto") -> ix.ChunkIndex:
-        """Every stored vector in a new index of `kind` (auto: chosen by size, see `index.choose_kind`)."""
-        dim = int(self.meta.get("dimensions") or self.encoder.dimensions)
-        if ix.choose_kind(self.db["chunks"].count, kind) != "flat":  # IVF kinds train on all of them at once
-            parts = list(store.all_vectors(self.db, dim))
-            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-            return ix.build(dim, ids, np.vstack([p[1] for p in parts]) if parts else np.zeros((0, dim)), kind)
-        index = ix.ChunkIndex(dim)
-        for ids, vecs in store.all_vectors(self.db, dim):
-            index.add(ids, vecs)
-        return index
-
-    def _sync(self, index: ix.ChunkIndex) -> tuple[int, int]:
-        """Add vectors the index lacks, drop ids the database no longer has; returns (added, removed)."""
-        in_db, in_index = store.chunk_ids(self.db), index.ids()
-        missing = np.setdiff1d(in_db, in_index)
-        stale = np.setdiff1d(in_index, in_db)
-        index.remove(stale)
-        if len(missing):
-            index.add(missing, store.vectors_for(self.db, missing, index.dim))
-        return len(missing), len(stale)
-
-    def _save(self, index: ix.ChunkIndex) -> ix.Manifest:
-        meta = self.meta
-        return ix.save(
-            index,
-            self.index_dir,
-            model_fingerprint=meta.get("model_fingerprint", ""),
-            db_generation=int(meta["generation"]),
-        )
-
-    # ---- maintenance ------------------------------------------------------------------------------------
+    def _refuse_during_switch(self) -> None:
+        if "reembed_in_progress" in self.meta:
+            raise ArchiveError(
+                "a model switch (archive index --rebuild --reembed) was interrupted; run it again before loading"
+            )
 
     def delete(self, refs: Iterable[str | int]) -> list[int]:
         """Delete articles (by id or URL) with their chunks and vectors; returns the deleted article ids."""
         ids = [self.article(r)["id"] for r in refs]
-        with ix.writer_lock(self.index_dir):
-            index = self._writable_index()
-            index.remove(store.delete_articles(self.db, ids))
-            dedupe.forget(self.db, ids)
-            terms.forget(self.db, ids)
-            self._save(index)
+        self.maintenance.delete(ids)
         return ids
 
     def rebuild_index(
         self, *, reembed: bool = False, progress: Callable[[int], None] | None = None, index_type: str = "auto"
     ) -> ix.Manifest:
         """Rebuild the index from stored vectors; with `reembed`, first re-chunk and re-embed every article
-        with this Archive's model (the way to switch models). `index_type`: auto, flat, ivf or ivf-sq8."""
-        with ix.writer_lock(self.index_dir):
-            if reembed:
-                encoder = Encoder(self._model_arg or self._recorded_model_path(), backend=self._backend())
-                self._reembed(encoder, progress)
-            return self._save(self._build_index(index_type))
-
-    def _reembed(self, encoder: Encoder, progress) -> None:
-        store.set_meta(self.db, reembed_in_progress=encoder.fingerprint)
-        self._embed_articles(encoder, [r[0] for r in self.db.execute("select id from articles order by id")], progress)
-        self._encoder = encoder
-        self._record_model(encoder)
-        self._prepare_queries(encoder)
-        self.db.execute("delete from archive_meta where key = 'reembed_in_progress'")
-        self.db.conn.commit()
-
-    def _embed_articles(self, encoder: Encoder, ids: list[int], progress=None) -> None:
-        """Chunk and embed these stored articles again, replacing whatever chunks they have."""
-        chunker = Chunker(encoder)
-        for start in range(0, len(ids), 64):
-            plans = []
-            for aid in ids[start : start + 64]:
-                row = self.db["articles"].get(aid)
-                article = Article(
-                    row["title"],
-                    row["body"],
-                    row["origin"] or "",
-                    row["url"],
-                    row["outlet"],
-                    row["published"],
-                    row["subtitle"],
-                    row["byline"],
-                    row["external_id"],
-                    row["language"],
-                )
-                plan = store.Planned(article, row["identity"], "updated", aid)
-                plan.set_chunks(chunker.chunk(article.title, article.body), [])
-                plans.append(plan)
-            store.apply(self.db, plans, encoder.encode([t for p in plans for t in p.texts_to_embed()]))
-            if progress:
-                progress(len(plans))
+        with this Archive's model (the way to switch models). `index_type`: see `index.KINDS`."""
+        if reembed:
+            self._encoder, self._checked = self.new_encoder(), True
+            self.__dict__.pop("chunker", None)
+        return self.maintenance.rebuild(reembed=reembed, progress=progress, index_type=index_type)
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Compare database and index; with `repair`, make the index agree with the database."""
-        report = VerifyReport(articles=self.db["articles"].count, chunks=self.db["chunks"].count)
-        with ix.writer_lock(self.index_dir):
-            try:
-                index, manifest = ix.load(self.index_dir, check_sha=True)
-                report.indexed = index.ntotal
-                report.problems += self._compare(index, manifest)
-            except ArchiveError as e:
-                index, report.problems = None, [str(e)]
-            if "reembed_in_progress" in self.meta:
-                report.problems.append("a model switch (index --rebuild --reembed) was interrupted; run it again")
-            orphans = self.db.execute(
-                "select count(*) from chunks where article_id not in (select id from articles)"
-            ).fetchone()[0]
-            if orphans:
-                report.problems.append(f"{orphans} chunks belong to no article")
-            ungrouped = len(dedupe.ungrouped(self.db))
-            if ungrouped:
-                report.problems.append(f"{ungrouped} articles have no near-duplicate signature")
-            unsigned = len(terms.unsigned(self.db))
-            if unsigned:
-                report.problems.append(f"{unsigned} articles have no keyword signature")
-            chunkless = [r[0] for r in self.db.execute(
-                "select id from articles where id not in (select article_id from chunks) order by id")]  # fmt: skip
-            if chunkless:
-                report.problems.append(f"{len(chunkless)} articles have no chunks (--repair embeds them)")
-            if repair and report.problems:
-                self.db.execute("delete from chunks where article_id not in (select id from articles)")
-                self.db.conn.commit()
-                self._embed_articles(self.encoder, chunkless)
-                self._derive_missing()
-                index = self._build_index()
-                self._save(index)
-                report.indexed, report.repaired = index.ntotal, True
-        return report
-
-    def _compare(self, index: ix.ChunkIndex, manifest: ix.Manifest) -> list[str]:
-        problems = []
-        meta = self.meta
-        if manifest.model_fingerprint != meta.get("model_fingerprint", ""):
-            problems.append("the index was built with another model than the database records")
-        in_db, in_index = store.chunk_ids(self.db), index.ids()
-        missing, stale = np.setdiff1d(in_db, in_index), np.setdiff1d(in_index, in_db)
-        if len(missing):
-            problems.append(f"{len(missing)} chunk vectors are in the database but not in the index")
-        if len(stale):
-            problems.append(f"{len(stale)} index entries have no chunk in the database")
-        common = np.intersect1d(in_db, in_index)
-        sample = common[np.linspace(0, len(common) - 1, min(len(common), 200)).astype(int)] if len(common) else common
-        if len(sample):
-            diff = np.abs(index.vectors(sample) - store.vectors_for(self.db, sample, index.dim)).max()
-            if diff > index.tolerance:
-                problems.append("index vectors differ from the stored vectors")
-        return problems
+        return verify.verify(self, repair=repair)
 
     # ---- queries ----------------------------------------------------------------------------------------
 
@@ -441,26 +220,27 @@ class Archive:
         options = {"mode": mode, "window": window, "other_outlets": other_outlets}
         return srch.related(self.db, index, article, k=k, filters=filters, dim=index.dim, **options)
 
+    def loading(self) -> dict | None:
+        """{"loaded": articles, "expected": count or None} while a load is running, else None. A load that
+        has committed nothing for LOAD_STALE_S seconds is taken for dead (killed loads leave the mark behind)."""
+        state = self.meta.get("load_state")
+        if not state:
+            return None
+        state = json.loads(state)
+        if time.time() - state.get("updated", 0) > LOAD_STALE_S:
+            return None
+        return {"loaded": self.db["articles"].count, "expected": state.get("expected")}
+
     def stats(self) -> dict:
         meta = self.meta
-        row = self.db.execute(
-            "select count(*), count(distinct outlet), min(published), max(published) from articles"
-        ).fetchone()
-        outlets = self.db.execute("select outlet, count(*) n from articles group by outlet order by n desc").fetchall()
-        stats = {
-            "articles": row[0],
-            "chunks": self.db["chunks"].count,
-            "outlets": row[1],
-            "outlet_counts": dict(outlets),
-            "earliest": row[2],
-            "latest": row[3],
+        stats = store.summary(self.db) | {
             "model": meta.get("model"),
             "dimensions": int(meta.get("dimensions") or 0),
             "backend": meta.get("backend"),
+            "devices": meta.get("devices"),
             "index": None,
         }
-        manifest_path = self.index_dir / ix.MANIFEST
-        if manifest_path.exists():
+        if (self.index_dir / ix.MANIFEST).exists():
             m = ix.Manifest.read(self.index_dir)
             stats["index"] = {
                 "type": m.index_type,
@@ -472,10 +252,9 @@ class Archive:
         return stats
 
     def close(self) -> None:
+        """Close the database, folding the write-ahead log back into the file (a copy of the .db alone is whole)."""
+        try:
+            self.db.execute("pragma wal_checkpoint(truncate)")
+        except Exception:  # a reader holding the log (a server) only delays it to its own close
+            pass
         self.db.conn.close()
-
-
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch

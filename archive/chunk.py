@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Protocol
@@ -24,6 +25,7 @@ SPECIAL_TOKENS = 2  # [CLS] and [SEP]
 
 class Tokenizing(Protocol):
     max_tokens: int
+    additive: bool  # optional: True when token counts add up over whitespace-separated pieces
 
     def count_tokens(self, texts: list[str]) -> list[int]: ...
 
@@ -90,35 +92,47 @@ class Chunker:
     def chunk(self, title: str, body: str) -> list[Chunk]:
         prefix, prefix_tokens = self.title_prefix(title)
         budget = self.max_tokens - SPECIAL_TOKENS - prefix_tokens
-        pieces = self._pieces(body, budget)
-        windows = self._fit(body, self._pack(pieces, budget), budget)
+        offsets = self.tok.token_offsets(body)  # the body's one tokenizer pass: every count below comes from it
+        starts = [s for s, _ in offsets]
+        windows = self._pack(self._pieces(body, budget, offsets, starts), budget)
+        windows = self._fit(body, windows, budget, offsets, starts)
         return [Chunk(seq, s, e, body[s:e], prefix + body[s:e]) for seq, (s, e) in enumerate(windows)]
 
-    def _pieces(self, body: str, budget: int) -> list[tuple[int, int, int]]:
-        """Sentences as (start, end, tokens); a sentence longer than the budget is cut at token boundaries."""
-        spans = sentence_spans(body)
-        counts = self.tok.count_tokens([body[s:e] for s, e in spans])
+    def _pieces(self, body: str, budget: int, offsets, starts) -> list[tuple[int, int, int]]:
+        """Sentences as (start, end, tokens); a sentence longer than the budget is cut at token boundaries.
+
+        A sentence's tokens are the body's tokens that start inside it: the model's pre-tokenizer splits at
+        whitespace and punctuation first, so a sentence tokenises alone as it does within the body."""
         pieces = []
-        for (s, e), n in zip(spans, counts):
-            if n <= budget:
-                pieces.append((s, e, n))
+        for s, e in sentence_spans(body):
+            i, j = bisect_left(starts, s), bisect_left(starts, e)
+            if j - i <= budget:
+                pieces.append((s, e, j - i))
                 continue
-            # A cut mid-word can re-tokenise one token longer, hence the small margin.
-            offsets, step = self.tok.token_offsets(body[s:e]), budget - 4
-            for i in range(0, len(offsets), step):
-                part = offsets[i : i + step]
-                pieces.append((s + part[0][0], s + part[-1][1], len(part)))
+            # A cut mid-word can re-tokenise one token longer, hence the small margin (and `_fit`).
+            step = budget - 4
+            for k in range(i, j, step):
+                part = offsets[k : min(k + step, j)]
+                pieces.append((part[0][0], part[-1][1], len(part)))
         return pieces
 
-    def _fit(self, body: str, windows: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
-        """Guarantee the budget: sums of sentence counts can be off by a token at odd joins."""
-        counts = self.tok.count_tokens([body[s:e] for s, e in windows])
+    def _fit(self, body: str, windows: list[tuple[int, int]], budget: int, offsets, starts) -> list[tuple[int, int]]:
+        """Guarantee the budget. Counts from the body's tokens are exact for windows that start and end between
+        words; a window cut inside a word (a very long sentence) is counted again on its own."""
         fitted = []
-        for (s, e), n in zip(windows, counts):
+        for s, e in windows:
+            n = bisect_left(starts, e) - bisect_left(starts, s)
+            if _inside_word(body, s, e) or not self.additive:
+                n = self.tok.count_tokens([body[s:e]])[0]
             if n > budget:
                 e = s + self.tok.token_offsets(body[s:e])[budget - 1][1]
             fitted.append((s, e))
         return fitted
+
+    @property
+    def additive(self) -> bool:
+        """Whether token counts add up over whitespace-separated pieces (true of BERT-style tokenizers)."""
+        return getattr(self.tok, "additive", False)
 
     def _pack(self, pieces: list[tuple[int, int, int]], budget: int) -> list[tuple[int, int]]:
         # Token counts of adjacent pieces add up: BERT-style tokenizers split on whitespace first.
@@ -139,3 +153,23 @@ class Chunker:
                 back += pieces[k][2]
             i = k
         return windows
+
+
+def _inside_word(body: str, start: int, end: int) -> bool:
+    """Whether a window begins or ends in the middle of a word (so the body's tokens may not be its own)."""
+    return (start > 0 and body[start - 1].isalnum() and body[start].isalnum()) or (
+        end < len(body) and body[end - 1].isalnum() and body[end].isalnum()
+    )
+
+
+WHITESPACE_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+
+
+def splits_on_whitespace(tokenizer_json: dict) -> bool:
+    """Whether a tokenizer (its tokenizer.json) splits at whitespace before anything else, which makes token
+    counts additive over whitespace-separated pieces (WordPiece models such as MiniLM and MPNet)."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    kinds = (
+        [p.get("type") for p in pre.get("pretokenizers", [])] if pre.get("type") == "Sequence" else [pre.get("type")]
+    )
+    return bool(kinds) and kinds[0] in WHITESPACE_PRE_TOKENIZERS

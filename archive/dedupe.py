@@ -18,12 +18,15 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sqlite_utils
 
 from . import store
 from .store import transaction
+
+if TYPE_CHECKING:  # workers import this module for its pure functions: keep sqlite_utils (and pandas) out
+    import sqlite_utils
 
 SHINGLE = 5
 BANDS, ROWS = 42, 3
@@ -36,19 +39,6 @@ _rng = np.random.RandomState(20170207)
 _A = (_rng.randint(1, 2**62, size=NUM_PERM, dtype=np.int64).astype(np.uint64) << np.uint64(1)) | np.uint64(1)
 _B = _rng.randint(0, 2**62, size=NUM_PERM, dtype=np.int64).astype(np.uint64)
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def ensure_schema(db: sqlite_utils.Database) -> None:
-    if "article_groups" in db.table_names():
-        return
-    db.execute(
-        "create table if not exists article_minhash (article_id integer primary key, shingles integer, signature blob)"
-    )
-    db.execute("create table if not exists minhash_bands (key integer, article_id integer)")
-    db.execute("create index if not exists minhash_bands_key on minhash_bands (key)")
-    db.execute("create index if not exists minhash_bands_article on minhash_bands (article_id)")
-    db.execute("create table if not exists article_groups (article_id integer primary key, group_id integer)")
-    db.execute("create index if not exists article_groups_group on article_groups (group_id)")
 
 
 # ---- signatures -------------------------------------------------------------------------------------------
@@ -110,40 +100,42 @@ def is_near_duplicate(j: float, n_a: int, n_b: int) -> bool:
 
 
 def update(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
-    """(Re)compute the signatures of these articles and merge them into their groups; one transaction."""
+    """(Re)compute the signatures of stored articles and merge them into their groups; one transaction."""
     ids = [int(i) for i in article_ids if i is not None]
-    if not ids:
-        return
-    ensure_schema(db)
+    rows = store.select_in(db, "select id, body, body_hash from articles where id in ({marks})", ids)
+    items = []
+    for aid, body, bhash in rows:
+        hashed = shingles(body or "")
+        items.append((aid, bhash, len(hashed), signature(hashed)))
     with transaction(db):
-        _detach(db, ids)
-        for aid in ids:
-            row = db.execute("select body, body_hash from articles where id = ?", [aid]).fetchone()
-            if row is None:
-                continue
-            hashed = shingles(row[0] or "")
-            sig = signature(hashed)
-            keys = band_keys(sig)
-            db.execute("insert or replace into article_minhash values (?, ?, ?)", [aid, len(hashed), sig.tobytes()])
-            db.conn.executemany("insert into minhash_bands values (?, ?)", [(k, aid) for k in keys])
-            matches = _matches(db, aid, row[1], sig, len(hashed), keys)
-            _merge(db, aid, matches)
+        write(db, items)
+
+
+def write(db: sqlite_utils.Database, items: list[tuple[int, str | None, int, np.ndarray]]) -> None:
+    """Inside the caller's transaction: store (article id, body hash, shingle count, MinHash) signatures,
+    made beforehand (in a worker process at load time), and merge each article into its group."""
+    if not items:
+        return
+    _detach(db, [i[0] for i in items])
+    for aid, bhash, n, sig in items:
+        keys = band_keys(sig)
+        db.execute("insert or replace into article_minhash values (?, ?, ?)", [aid, n, sig.tobytes()])
+        db.conn.executemany("insert into minhash_bands values (?, ?)", [(k, aid) for k in keys])
+        _merge(db, aid, _matches(db, aid, bhash, sig, n, keys))
 
 
 def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
-    """Drop deleted articles from the signatures and the groups (their groups are re-split if need be)."""
+    """Inside the caller's transaction: drop deleted articles from the signatures and the groups (their
+    groups are re-split if need be)."""
     ids = [int(i) for i in article_ids]
-    if not ids or "article_groups" not in db.table_names():
-        return
-    with transaction(db):
+    if ids and "article_groups" in db.table_names():
         _detach(db, ids)
-        for aid in ids:
-            db.execute("delete from article_groups where article_id = ?", [aid])
+        for part, marks in store.in_slices(ids):
+            db.execute(f"delete from article_groups where article_id in ({marks})", part)
 
 
 def ungrouped(db: sqlite_utils.Database) -> list[int]:
     """Articles with no duplicate signature."""
-    ensure_schema(db)
     return store.articles_without(db, "article_minhash")
 
 
@@ -166,40 +158,35 @@ def _matches(db, aid: int, body_hash: str | None, sig: np.ndarray, n: int, keys:
     return found
 
 
-def _signatures(db, ids: Iterable[int]):
-    ids = list(ids)
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        marks = ",".join("?" * len(part))
-        q = f"select article_id, shingles, signature from article_minhash where article_id in ({marks})"
-        yield from db.execute(q, part).fetchall()
+def _signatures(db, ids: Iterable[int]) -> list[tuple]:
+    return store.select_in(
+        db, "select article_id, shingles, signature from article_minhash where article_id in ({marks})", ids
+    )
 
 
 def _merge(db, aid: int, matches: set[int]) -> None:
     groups = {aid}
     if matches:
-        marks = ",".join("?" * len(matches))
-        groups |= {
-            r[0]
-            for r in db.execute(f"select group_id from article_groups where article_id in ({marks})", list(matches))
-        }
-        groups |= {m for m in matches}
+        sql = "select group_id from article_groups where article_id in ({marks})"
+        groups |= {r[0] for r in store.select_in(db, sql, matches)} | set(matches)
     target = min(groups)
     db.execute("insert or replace into article_groups values (?, ?)", [aid, target])
     others = sorted(groups - {target})
     if others:
-        marks = ",".join("?" * len(others))
-        db.execute(f"update article_groups set group_id = ? where group_id in ({marks})", [target, *others])
+        for part, marks in store.in_slices(others):
+            db.execute(f"update article_groups set group_id = ? where group_id in ({marks})", [target, *part])
         db.conn.executemany("insert or ignore into article_groups values (?, ?)", [(m, target) for m in matches])
 
 
 def _detach(db, ids: list[int]) -> None:
     """Take articles out of their groups and re-split what remains of each group (connected components)."""
-    marks = ",".join("?" * len(ids))
-    affected = {r[0] for r in db.execute(f"select group_id from article_groups where article_id in ({marks})", ids)}
-    db.execute(f"delete from minhash_bands where article_id in ({marks})", ids)
-    db.execute(f"delete from article_minhash where article_id in ({marks})", ids)
-    db.execute(f"update article_groups set group_id = article_id where article_id in ({marks})", ids)
+    affected = {
+        r[0] for r in store.select_in(db, "select group_id from article_groups where article_id in ({marks})", ids)
+    }
+    for part, marks in store.in_slices(ids):
+        db.execute(f"delete from minhash_bands where article_id in ({marks})", part)
+        db.execute(f"delete from article_minhash where article_id in ({marks})", part)
+        db.execute(f"update article_groups set group_id = article_id where article_id in ({marks})", part)
     for gid in affected:
         members = [
             r[0]
@@ -212,11 +199,7 @@ def _detach(db, ids: list[int]) -> None:
 
 def _regroup(db, members: list[int]) -> None:
     sigs = {cid: (n, np.frombuffer(blob, dtype=np.uint64)) for cid, n, blob in _signatures(db, members)}
-    hashes = dict(
-        db.execute(
-            f"select id, body_hash from articles where id in ({','.join('?' * len(members))})", members
-        ).fetchall()
-    )
+    hashes = dict(store.select_in(db, "select id, body_hash from articles where id in ({marks})", members))
     parent = {m: m for m in members}
 
     def root(x):
@@ -252,23 +235,20 @@ def group_members(db, article_ids: Iterable[int]) -> dict[int, list[tuple[int, s
     out: dict[int, list[tuple[int, str | None]]] = {}
     if not ids:
         return out
-    grouped = "article_groups" in db.table_names()
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        marks = ",".join("?" * len(part))
-        if grouped:
-            sql = (
-                "select g.article_id, m.article_id, a.outlet from article_groups g "
-                "join article_groups m on m.group_id = g.group_id join articles a on a.id = m.article_id "
-                f"where g.article_id in ({marks}) order by m.article_id"
-            )
-        else:
-            sql = (
-                "select x.id, a.id, a.outlet from articles x join articles a on a.body_hash = x.body_hash "
-                f"where x.id in ({marks}) order by a.id"
-            )
-        for aid, member, outlet in db.execute(sql, part):
+    if "article_groups" in db.table_names():
+        sql = (
+            "select g.article_id, m.article_id, a.outlet from article_groups g "
+            "join article_groups m on m.group_id = g.group_id join articles a on a.id = m.article_id "
+            "where g.article_id in ({marks}) order by m.article_id"
+        )
+        for aid, member, outlet in store.select_in(db, sql, ids):
             out.setdefault(aid, []).append((member, outlet))
+    sql = (  # articles not grouped yet (loaded outside the library, or before groups): exact copies still count
+        "select x.id, a.id, a.outlet from articles x join articles a on a.body_hash = x.body_hash "
+        "where x.id in ({marks}) order by a.id"
+    )
+    for aid, member, outlet in store.select_in(db, sql, [i for i in ids if i not in out]):
+        out.setdefault(aid, []).append((member, outlet))
     for aid in ids:
         out.setdefault(aid, [(aid, None)])
     return out

@@ -83,3 +83,12 @@ def head_csv(src: Path, rows: int, out: Path) -> Path:
                 break
             writer.writerow(row)
     return out
+
+
+def count_csv_rows(src: Path) -> int:
+    """Records in a CSV (quoted newlines included), for "N of M loaded"."""
+    import csv
+
+    csv.field_size_limit(1 << 30)
+    with open(src, newline="", encoding="utf-8") as f:
+        return max(0, sum(1 for _ in csv.reader(f)) - 1)

@@ -13,12 +13,19 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sqlite_utils
 
 from .chunk import Chunk
 from .models import ArchiveError, Article
+
+if TYPE_CHECKING:
+    import sqlite_utils  # imported where a connection is opened: worker processes need only the hashing
+
+    from .prepare import Prepared
+
+IN_LIST = 900  # SQLite's default limit on host parameters is 999: IN lists go in slices of this many
 
 ARTICLE_COLUMNS = {
     "id": int,
@@ -58,8 +65,26 @@ class ArticleNotFound(ArchiveError):
     pass
 
 
+def in_slices(values: Iterable) -> Iterator[tuple[list, str]]:
+    """Slices of `values` with their "?,?,..." placeholders, for `... in (...)` queries of any length."""
+    values = list(values)
+    for start in range(0, len(values), IN_LIST):
+        part = values[start : start + IN_LIST]
+        yield part, ",".join("?" * len(part))
+
+
+def select_in(db: sqlite_utils.Database, sql: str, values: Iterable, *params) -> list[tuple]:
+    """Rows of `sql` (which holds one `{marks}` for the IN list) over every slice of `values`."""
+    rows: list[tuple] = []
+    for part, marks in in_slices(values):
+        rows += db.execute(sql.format(marks=marks), [*params, *part]).fetchall()
+    return rows
+
+
 def open_db(path: str, *, create: bool = True) -> sqlite_utils.Database:
     """Open (and create) an archive database, in WAL mode, with a clear error for a non-SQLite file."""
+    import sqlite_utils
+
     try:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
@@ -88,7 +113,39 @@ def create_schema(db: sqlite_utils.Database) -> None:
     db["chunks"].create_index(["article_id", "seq"])
     db["archive_meta"].create({"key": str, "value": str}, pk="key")
     db["articles"].enable_fts(["title", "subtitle", "body"], create_triggers=True, tokenize="porter")
+    ensure_derived_tables(db)
     set_meta(db, generation="0", next_chunk_id="1")
+
+
+DERIVED_TABLES = """
+create table if not exists article_minhash (article_id integer primary key, shingles integer, signature blob);
+create table if not exists minhash_bands (key integer, article_id integer);
+create index if not exists minhash_bands_key on minhash_bands (key);
+create index if not exists minhash_bands_article on minhash_bands (article_id);
+create table if not exists article_groups (article_id integer primary key, group_id integer);
+create index if not exists article_groups_group on article_groups (group_id);
+create table if not exists terms (id integer primary key, term text unique not null, df integer);
+create table if not exists article_terms (article_id integer primary key, terms blob);
+"""
+
+
+def ensure_derived_tables(db: sqlite_utils.Database) -> None:
+    """The tables derived from articles (near-duplicate signatures and groups, keyword signatures).
+
+    Made with the schema, and by every writer for archives older than them; never on a read path."""
+    if not {"article_groups", "article_terms"} <= set(db.table_names()):
+        db.conn.executescript(DERIVED_TABLES)
+
+
+def open_reader(path: str) -> sqlite_utils.Database:
+    """A second connection for reads beside a writer (WAL: it sees committed batches, never one half-written)."""
+    if path == ":memory:":
+        raise ArchiveError("an in-memory archive has no second connection")
+    import sqlite_utils
+
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return sqlite_utils.Database(conn)
 
 
 def get_meta(db: sqlite_utils.Database) -> dict[str, str]:
@@ -161,15 +218,22 @@ def now() -> str:
 
 @dataclass
 class Planned:
-    """One incoming article with what must happen to it."""
+    """One incoming article (prepared: chunks and signatures made) with what must happen to it."""
 
-    article: Article
-    identity: str
+    prepared: Prepared
     status: str  # added | updated | unchanged
     article_id: int | None = None
     chunks: list[Chunk] = field(default_factory=list)
     reused: list[tuple[int, bytes] | None] = field(default_factory=list)  # per chunk: kept (id, vector)
     old_ids: list[int] = field(default_factory=list)
+
+    @property
+    def article(self) -> Article:
+        return self.prepared.article
+
+    @property
+    def identity(self) -> str:
+        return self.prepared.identity
 
     def set_chunks(self, chunks: list[Chunk], existing: list[tuple[str, int, bytes]]) -> None:
         """Keep the id and vector of every old chunk whose embedded text is unchanged."""
@@ -183,6 +247,11 @@ class Planned:
     def texts_to_embed(self) -> list[str]:
         return [c.embed_text for c, r in zip(self.chunks, self.reused) if r is None]
 
+    def new_vectors(self) -> np.ndarray:
+        """The vectors that came with the article (embedded elsewhere) for the chunks not kept."""
+        rows = [i for i, r in enumerate(self.reused) if r is None]
+        return np.asarray(self.prepared.vectors, dtype=np.float32)[rows]
+
 
 @dataclass
 class Applied:
@@ -191,20 +260,20 @@ class Applied:
     removed_ids: list[int] = field(default_factory=list)
 
 
-def classify(db: sqlite_utils.Database, articles: Iterable[Article]) -> list[Planned]:
+def classify(db: sqlite_utils.Database, prepared: Iterable[Prepared]) -> list[Planned]:
     """Decide added / updated / unchanged for each article; the last copy of an identity in a batch wins."""
-    by_identity: dict[str, Article] = {}
-    for a in articles:
-        by_identity[identity(a)] = a
+    by_identity = {p.identity: p for p in prepared}
+    stored = dict(
+        (ident, (aid, chash))
+        for aid, ident, chash in select_in(
+            db, "select id, identity, content_hash from articles where identity in ({marks})", by_identity
+        )
+    )
     plans = []
-    for ident, a in by_identity.items():
-        row = db.execute("select id, content_hash from articles where identity = ?", [ident]).fetchone()
-        if row is None:
-            plans.append(Planned(a, ident, "added"))
-        elif row[1] == content_hash(a):
-            plans.append(Planned(a, ident, "unchanged", row[0]))
-        else:
-            plans.append(Planned(a, ident, "updated", row[0]))
+    for ident, p in by_identity.items():
+        aid, chash = stored.get(ident, (None, None))
+        status = "added" if aid is None else ("unchanged" if chash == p.content_hash else "updated")
+        plans.append(Planned(p, status, aid))
     return plans
 
 
@@ -214,9 +283,17 @@ def existing_chunks(db: sqlite_utils.Database, article_id: int | None) -> list[t
     return db.execute("select content_hash, id, vector from chunks where article_id = ?", [article_id]).fetchall()
 
 
-def apply(db: sqlite_utils.Database, plans: list[Planned], vectors: np.ndarray) -> Applied:
-    """Write a batch in one transaction: articles upserted, changed chunks replaced, vectors stored."""
-    applied = Applied()
+def apply(
+    db: sqlite_utils.Database,
+    plans: list[Planned],
+    vectors: np.ndarray,
+    derive: Callable[[sqlite_utils.Database, list[Planned]], None] | None = None,
+    meta: dict[str, str] | None = None,
+) -> Applied:
+    """Write a batch in one transaction: articles upserted, changed chunks replaced, vectors stored, and
+    `derive(db, plans)` (the derived tables) run inside it, so all of a batch lands or none of it; `meta`
+    goes to archive_meta with it."""
+    applied, extra = Applied(), meta
     meta = get_meta(db)
     next_id = int(meta["next_chunk_id"])
     vec_iter = iter(vectors)
@@ -233,8 +310,10 @@ def apply(db: sqlite_utils.Database, plans: list[Planned], vectors: np.ndarray) 
             db.conn.executemany(
                 _insert_sql("chunks", CHUNK_COLUMNS), [tuple(r[c] for c in CHUNK_COLUMNS) for r in rows]
             )
+        if derive:
+            derive(db, [p for p in plans if p.status != "unchanged"])
         generation = int(meta["generation"]) + 1
-        _write_meta(db, next_chunk_id=str(next_id), generation=str(generation))
+        _write_meta(db, next_chunk_id=str(next_id), generation=str(generation), **(extra or {}))
     return applied
 
 
@@ -255,8 +334,8 @@ def _upsert_article(db: sqlite_utils.Database, p: Planned, stamp: str) -> int:
         "published": a.published,
         "language": a.language,
         "body": a.body,
-        "content_hash": content_hash(a),
-        "body_hash": body_hash(a.body),
+        "content_hash": p.prepared.content_hash,
+        "body_hash": p.prepared.body_hash,
         "origin": a.origin,
         "updated_at": stamp,
     }
@@ -294,14 +373,20 @@ def _chunk_rows(p: Planned, vec_iter: Iterator[np.ndarray], next_id: int, applie
     return rows, next_id
 
 
-def delete_articles(db: sqlite_utils.Database, article_ids: list[int]) -> list[int]:
-    """Delete articles and their chunks; returns the removed chunk ids (to drop from the index)."""
-    removed: list[int] = []
+def delete_articles(
+    db: sqlite_utils.Database,
+    article_ids: list[int],
+    forget: Callable[[sqlite_utils.Database, list[int]], None] | None = None,
+) -> list[int]:
+    """Delete articles, their chunks and (through `forget`, in the same transaction) their derived rows;
+    returns the removed chunk ids (to drop from the index)."""
+    removed = [r[0] for r in select_in(db, "select id from chunks where article_id in ({marks})", article_ids)]
     with transaction(db):
-        for aid in article_ids:
-            removed += [r[0] for r in db.execute("select id from chunks where article_id = ?", [aid])]
-            db.execute("delete from chunks where article_id = ?", [aid])
-            db.execute("delete from articles where id = ?", [aid])
+        for part, marks in in_slices(article_ids):
+            db.execute(f"delete from chunks where article_id in ({marks})", part)
+            db.execute(f"delete from articles where id in ({marks})", part)
+        if forget:
+            forget(db, article_ids)
         meta = get_meta(db)
         _write_meta(db, generation=str(int(meta["generation"]) + 1))
     return removed
@@ -311,8 +396,10 @@ def delete_articles(db: sqlite_utils.Database, article_ids: list[int]) -> list[i
 
 
 def articles_without(db: sqlite_utils.Database, table: str) -> list[int]:
-    """Articles with no row in a per-article derived table (keyed by article_id): loaded before it existed,
-    or by a load killed between its commits."""
+    """Articles with no row in a per-article derived table (keyed by article_id): loaded before it existed
+    (then every article counts, and the table is not created here: reads never write)."""
+    if table not in db.table_names():
+        return article_ids(db)
     sql = f"select id from articles where id not in (select article_id from [{table}]) order by id"
     return [r[0] for r in db.execute(sql)]
 
@@ -360,13 +447,61 @@ def all_vectors(db: sqlite_utils.Database, dim: int, batch: int = 50_000) -> Ite
 
 
 def vectors_for(db: sqlite_utils.Database, chunk_ids: Iterable[int], dim: int) -> np.ndarray:
-    ids = list(chunk_ids)
+    """The stored vectors of these chunks, in the order asked (KeyError for an id with no chunk)."""
+    ids = [int(i) for i in chunk_ids]
+    found = dict(select_in(db, "select id, vector from chunks where id in ({marks})", ids))
     out = np.zeros((len(ids), dim), dtype=np.float32)
     for pos, cid in enumerate(ids):
-        row = db.execute("select vector from chunks where id = ?", [int(cid)]).fetchone()
-        out[pos] = np.frombuffer(row[0], dtype=np.float32)
+        out[pos] = np.frombuffer(found[cid], dtype=np.float32)
     return out
 
 
 def chunk_ids(db: sqlite_utils.Database) -> np.ndarray:
     return np.array([r[0] for r in db.execute("select id from chunks order by id")], dtype=np.int64)
+
+
+def article_ids(db: sqlite_utils.Database) -> list[int]:
+    return [r[0] for r in db.execute("select id from articles order by id")]
+
+
+def orphan_chunks(db: sqlite_utils.Database) -> int:
+    """Chunks whose article is gone (a write outside the library, or a damaged file)."""
+    return db.execute("select count(*) from chunks where article_id not in (select id from articles)").fetchone()[0]
+
+
+def delete_orphan_chunks(db: sqlite_utils.Database) -> None:
+    with transaction(db):
+        db.execute("delete from chunks where article_id not in (select id from articles)")
+
+
+def chunkless_articles(db: sqlite_utils.Database) -> list[int]:
+    sql = "select id from articles where id not in (select article_id from chunks) order by id"
+    return [r[0] for r in db.execute(sql)]
+
+
+def stored_article(db: sqlite_utils.Database, article_id: int) -> Article:
+    """A stored article as the record it was loaded from (to chunk and embed it again)."""
+    row = db["articles"].get(article_id)
+    return Article(
+        row["title"], row["body"], row["origin"] or "", row["url"], row["outlet"], row["published"],
+        row["subtitle"], row["byline"], row["external_id"], row["language"],
+    )  # fmt: skip
+
+
+def summary(db: sqlite_utils.Database) -> dict:
+    """Counts and the date range for `archive stats`."""
+    row = db.execute("select count(*), count(distinct outlet), min(published), max(published) from articles").fetchone()
+    outlets = db.execute("select outlet, count(*) n from articles group by outlet order by n desc").fetchall()
+    return {
+        "articles": row[0],
+        "chunks": db["chunks"].count,
+        "outlets": row[1],
+        "outlet_counts": dict(outlets),
+        "earliest": row[2],
+        "latest": row[3],
+    }
+
+
+def clear_meta(db: sqlite_utils.Database, key: str) -> None:
+    with transaction(db):
+        db.execute("delete from archive_meta where key = ?", [key])

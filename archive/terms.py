@@ -16,12 +16,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sqlite_utils
 
 from . import store
 from .store import transaction
+
+if TYPE_CHECKING:  # workers import this module for its pure functions: keep sqlite_utils (and pandas) out
+    import sqlite_utils
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Function words (a news-minded cut of the Glasgow list: "fire", "bill" or "interest" are news, not noise).
@@ -57,45 +60,38 @@ def counts(title: str | None, body: str | None) -> Counter:
     return Counter(words(f"{title or ''}\n{body or ''}"))
 
 
-def ensure_schema(db: sqlite_utils.Database) -> None:
-    if "article_terms" in db.table_names():
-        return
-    db.execute("create table if not exists terms (id integer primary key, term text unique not null, df integer)")
-    db.execute("create table if not exists article_terms (article_id integer primary key, terms blob)")
-
-
 # ---- writes -----------------------------------------------------------------------------------------------
 
 
 def update(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
-    """(Re)count these articles' words and move the document frequencies with them; one transaction."""
+    """(Re)count stored articles' words and move the document frequencies with them; one transaction."""
     ids = [int(i) for i in article_ids if i is not None]
-    if not ids:
-        return
-    ensure_schema(db)
+    rows = store.select_in(db, "select id, title, body from articles where id in ({marks})", ids)
     with transaction(db):
-        _drop(db, ids)
-        texts = {}
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
-            q = f"select id, title, body from articles where id in ({','.join('?' * len(part))})"
-            texts.update({r[0]: counts(r[1], r[2]) for r in db.execute(q, part)})
-        term_id = _term_ids(db, {w for c in texts.values() for w in c})
-        rows, df = [], Counter()
-        for aid, c in texts.items():
-            pairs = np.array([(term_id[w], n) for w, n in c.items()], dtype=np.int32).reshape(-1, 2)
-            rows.append((aid, pairs.tobytes()))
-            df.update(pairs[:, 0].tolist())
-        db.conn.executemany("insert or replace into article_terms values (?, ?)", rows)
-        db.conn.executemany("update terms set df = df + ? where id = ?", [(n, t) for t, n in df.items()])
+        write(db, {aid: counts(title, body) for aid, title, body in rows})
+
+
+def write(db: sqlite_utils.Database, texts: dict[int, Counter]) -> None:
+    """Inside the caller's transaction: store articles' word counts (made beforehand, in a worker process at
+    load time) and move the document frequencies with them."""
+    if not texts:
+        return
+    _drop(db, list(texts))
+    term_id = _term_ids(db, {w for c in texts.values() for w in c})
+    rows, df = [], Counter()
+    for aid, c in texts.items():
+        pairs = np.array([(term_id[w], n) for w, n in c.items()], dtype=np.int32).reshape(-1, 2)
+        rows.append((aid, pairs.tobytes()))
+        df.update(pairs[:, 0].tolist())
+    db.conn.executemany("insert or replace into article_terms values (?, ?)", rows)
+    db.conn.executemany("update terms set df = df + ? where id = ?", [(n, t) for t, n in df.items()])
 
 
 def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
-    """Take deleted articles out of the document frequencies."""
+    """Inside the caller's transaction: take deleted articles out of the document frequencies."""
     ids = [int(i) for i in article_ids]
     if ids and "article_terms" in db.table_names():
-        with transaction(db):
-            _drop(db, ids)
+        _drop(db, ids)
 
 
 def _drop(db, ids: list[int]) -> None:
@@ -104,25 +100,19 @@ def _drop(db, ids: list[int]) -> None:
     for pairs in signatures(db, ids).values():
         df.update(pairs[:, 0].tolist())
     db.conn.executemany("update terms set df = df - ? where id = ?", [(n, t) for t, n in df.items()])
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        db.execute(f"delete from article_terms where article_id in ({','.join('?' * len(part))})", part)
+    for part, marks in store.in_slices(ids):
+        db.execute(f"delete from article_terms where article_id in ({marks})", part)
 
 
 def _term_ids(db, vocabulary: set[str]) -> dict[str, int]:
     db.conn.executemany("insert or ignore into terms (term, df) values (?, 0)", [(w,) for w in vocabulary])
-    out: dict[str, int] = {}
-    vocab = sorted(vocabulary)
-    for start in range(0, len(vocab), 900):
-        part = vocab[start : start + 900]
-        q = f"select id, term from terms where term in ({','.join('?' * len(part))})"
-        out.update((t, i) for i, t in db.execute(q, part))
-    return out
+    return {
+        t: i for i, t in store.select_in(db, "select id, term from terms where term in ({marks})", sorted(vocabulary))
+    }
 
 
 def unsigned(db: sqlite_utils.Database) -> list[int]:
     """Articles with no keyword signature."""
-    ensure_schema(db)
     return store.articles_without(db, "article_terms")
 
 
@@ -136,15 +126,10 @@ def backfill(db: sqlite_utils.Database) -> int:
 
 def signatures(db, ids: Iterable[int]) -> dict[int, np.ndarray]:
     """Article id -> (n, 2) int32 array of (term id, count)."""
-    ids = list(ids)
-    out = {}
     if "article_terms" not in db.table_names():
-        return out
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        q = f"select article_id, terms from article_terms where article_id in ({','.join('?' * len(part))})"
-        out.update((a, np.frombuffer(b, dtype=np.int32).reshape(-1, 2)) for a, b in db.execute(q, part))
-    return out
+        return {}
+    rows = store.select_in(db, "select article_id, terms from article_terms where article_id in ({marks})", ids)
+    return {a: np.frombuffer(b, dtype=np.int32).reshape(-1, 2) for a, b in rows}
 
 
 def _weights(pairs: np.ndarray, vocab: np.ndarray, idf: np.ndarray) -> np.ndarray:
@@ -178,10 +163,7 @@ def _idf(db, vocab: np.ndarray) -> np.ndarray:
     """Smoothed idf, ln((1 + N) / (1 + df)) + 1, of these (sorted) term ids, aligned with them."""
     n = db.execute("select count(*) from articles").fetchone()[0]
     df = np.zeros(len(vocab))
-    ids, rows = vocab.tolist(), []
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        rows += db.execute(f"select id, df from terms where id in ({','.join('?' * len(part))})", part).fetchall()
+    rows = store.select_in(db, "select id, df from terms where id in ({marks})", vocab.tolist())
     if rows:
         found = np.array(rows, dtype=np.int64)
         df[np.searchsorted(vocab, found[:, 0])] = np.maximum(found[:, 1], 0)
@@ -196,6 +178,5 @@ def top_terms(db, article_id: int, n: int) -> list[str]:
     vocab = np.unique(own[:, 0])
     weights = _weights(own, vocab, _idf(db, vocab))
     order = [int(t) for t in own[np.argsort(-weights), 0]]
-    marks = ",".join("?" * len(order))
-    shared = dict(db.execute(f"select id, term from terms where id in ({marks}) and df > 1", order).fetchall())
+    shared = dict(store.select_in(db, "select id, term from terms where id in ({marks}) and df > 1", order))
     return [shared[t] for t in order if t in shared][:n]  # a word no other article has matches nothing

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hash_encoder import HashEncoder
 
-from archive import Archive, ArchiveError, LoadStopped, terms
+from archive import Archive, ArchiveError, LoadStopped, store, terms
 from archive import index as ix
 
 BODY = (
@@ -185,7 +185,8 @@ def test_verify_reports_and_repairs_missing_duplicate_signatures(sample_copy):
 
 def test_verify_reports_and_repairs_missing_keyword_signatures(sample_copy):
     df_before = dict(sample_copy.db.execute("select term, df from terms").fetchall())
-    terms.forget(sample_copy.db, [r[0] for r in sample_copy.db.execute("select id from articles limit 4")])
+    with store.transaction(sample_copy.db):
+        terms.forget(sample_copy.db, [r[0] for r in sample_copy.db.execute("select id from articles limit 4")])
     assert "4 articles have no keyword signature" in sample_copy.verify().problems
     assert sample_copy.verify(repair=True).repaired
     assert sample_copy.verify().problems == []

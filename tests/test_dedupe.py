@@ -85,8 +85,9 @@ def test_a_deleted_bridge_splits_its_group(db, bodies):
     b = add(db, second)
     bridge = add(db, first + " " + second)  # contains both
     assert [a, b, bridge] in groups(db)
-    dedupe.forget(db, [bridge])
-    db.execute("delete from articles where id = ?", [bridge])
+    with store.transaction(db):
+        dedupe.forget(db, [bridge])
+        db.execute("delete from articles where id = ?", [bridge])
     assert [a] in groups(db) and [b] in groups(db)
 
 

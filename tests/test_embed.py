@@ -131,3 +131,61 @@ def test_a_loaded_torch_archive_answers_queries_without_torch(sample_archive):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["torch", "True", "False"], out.stderr[-2000:]
+
+
+# ---- devices: the CUDA path's logic, checked on the CPU (CI has no GPU) ------------------------------------
+
+
+@pytest.mark.slow
+def test_fp16_vectors_stay_within_cosine_0999_of_fp32_on_real_chunks(torch_encoder, news_texts):
+    """The GPU path encodes in fp16; the same half-precision weights run on the CPU here give the figure that
+    lets CUDA and CPU vectors share one index (the fingerprint does not change with the device)."""
+    half = Encoder(precision="fp16")
+    texts = news_texts[:6]
+    a, b = torch_encoder.encode(texts), half.encode(texts)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert (a * b).sum(axis=1).min() >= 0.999
+    assert half.fingerprint == torch_encoder.fingerprint and half.precision_label == "cpu-fp16"
+
+
+def test_device_choice_and_its_errors():
+    assert Encoder(device="auto").device in ("cpu", "cuda")
+    assert Encoder(device="cpu").precision == "fp32" and Encoder(device="cpu").batch_size == 32
+    assert Encoder(backend="onnx", device="auto").device == "cpu"  # onnx runs on the CPU whatever is asked
+    with pytest.raises(ArchiveError, match="onnx backend runs on the CPU"):
+        Encoder(backend="onnx", device="cuda")
+    with pytest.raises(ArchiveError, match="device must be one of"):
+        Encoder(device="tpu")
+
+
+class _OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError, which is what `_is_oom` recognises."""
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on():
+    from archive.embed import _is_oom, halving_on_oom
+
+    encoder = Encoder(batch_size=1024)
+    seen = []
+
+    def run(batch):  # a device that holds at most 200 texts a forward pass
+        seen.append(encoder.batch_size)
+        if encoder.batch_size > 200:
+            raise _OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return np.ones((len(batch), 2), np.float32)
+
+    out = halving_on_oom(run, ["t"] * 700, encoder, _is_oom)
+    assert out.shape == (700, 2) and seen == [1024, 512, 256, 128] and encoder.batch_size == 128
+    with pytest.raises(ValueError):  # anything but running out of memory is not retried
+        halving_on_oom(lambda b: (_ for _ in ()).throw(ValueError("bad")), ["t"], encoder, _is_oom)
+
+
+def test_an_archive_records_where_its_vectors_were_made(tmp_path):
+    from hash_encoder import HashEncoder
+
+    arc = Archive(tmp_path / "a.db", tmp_path / "idx", create=True, encoder=HashEncoder())
+    arc.record_model()
+    assert arc.meta["devices"] == "cpu-fp32"
+    arc._encoder = HashEncoder(precision="fp16")
+    arc.record_model()
+    assert arc.meta["devices"] == "cpu-fp16,cpu-fp32" and arc.stats()["devices"] == "cpu-fp16,cpu-fp32"

@@ -6,6 +6,7 @@ import pytest
 from archive import store
 from archive.chunk import Chunk
 from archive.models import Article
+from archive.prepare import Prepared
 
 
 def art(url="http://example.com/a", body="First sentence. Second sentence.", **kw):
@@ -22,7 +23,7 @@ def chunks_for(*texts):
 
 def write(db, articles, chunk_texts):
     """One batch through classify/apply, with deterministic stand-in vectors (storage logic only)."""
-    plans = store.classify(db, articles)
+    plans = store.classify(db, [Prepared.of(a) for a in articles])
     texts = []
     for p in plans:
         if p.status != "unchanged":
@@ -117,7 +118,7 @@ def test_an_sqlite_file_of_something_else(tmp_path):
 def test_a_batch_lands_whole_or_not_at_all(db):
     """A failure part-way through a batch (here: a vector missing for the second article) rolls back the
     first article too, so a killed load never leaves an article without its chunks or reuses chunk ids."""
-    plans = store.classify(db, [art(), art(url="http://example.com/b")])
+    plans = store.classify(db, [Prepared.of(art()), Prepared.of(art(url="http://example.com/b"))])
     for p in plans:
         p.set_chunks(chunks_for("one."), [])
     with pytest.raises(StopIteration):

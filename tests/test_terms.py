@@ -62,8 +62,7 @@ def test_document_frequencies_follow_loads_updates_and_deletes(db, bodies):
     db.conn.commit()
     terms.update(db, [ids[1]])
     assert stored_df(db) == brute_df(db)
-    store.delete_articles(db, ids[:5])
-    terms.forget(db, ids[:5])
+    store.delete_articles(db, ids[:5], terms.forget)
     assert stored_df(db) == brute_df(db)
     assert terms.unsigned(db) == []
 

@@ -151,13 +151,19 @@ async def semantic(datasette, request):
     if wants_json(request) and not params.q:
         raise BadRequest("q is required")
     results = []
+    loading = await handle.call(lambda arc: arc.loading())  # a load running behind the server: say how far
     if params.q:
-        results = await library_call(handle, lambda arc: arc.search(params.q, k=params.k, mode=params.mode,
-                                                                    **params.filters()))
+        try:
+            results = await library_call(handle, lambda arc: arc.search(params.q, k=params.k, mode=params.mode,
+                                                                        **params.filters()))
+        except Unavailable:
+            if not loading:  # a load that has not saved its first index yet: no results so far, not an error
+                raise
     if wants_json(request):
-        return json_response(datasette, {"query": params.q, "results": [r.to_dict() for r in results]})
+        return json_response(datasette, {"query": params.q, "results": [r.to_dict() for r in results],
+                                         "loading": loading})
     context = {"database": database, "params": params, "modes": MODES, "max_k": MAX_K,
-               "outlets": await outlets(datasette, database), "results": results,
+               "outlets": await outlets(datasette, database), "results": results, "loading": loading,
                "links": result_links(datasette, database, results)}
     return await render(datasette, request, "news_archive_semantic.html", context)
 

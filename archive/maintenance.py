@@ -1,0 +1,107 @@
+"""Index upkeep: keep the FAISS cache level with the database, rebuild it, switch models, delete articles.
+
+The database is the truth and the index a cache of `chunks.vector`: a writer first brings the index level
+with the database (a killed load may have committed batches it never indexed), and a rebuild needs no
+re-embedding. Re-embedding (a model switch) goes through the load pipeline with every article forced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from . import dedupe, store, terms
+from . import index as ix
+from .models import ArchiveError
+
+
+class Maintenance:
+    def __init__(self, arc):
+        self.arc = arc
+
+    @property
+    def db(self):
+        return self.arc.db
+
+    def writable_index(self) -> ix.ChunkIndex:
+        """The index, brought level with the database first (a crashed load may have left it behind)."""
+        self.derive_missing()
+        try:
+            index, _ = ix.load(self.arc.index_dir)
+        except ArchiveError:
+            return self.build_index()
+        self.sync(index)
+        return index
+
+    def derive_missing(self) -> None:
+        """Signatures of articles loaded before the derived tables existed."""
+        store.ensure_derived_tables(self.db)
+        dedupe.backfill(self.db)
+        terms.backfill(self.db)
+
+    def build_index(self, kind: str = "auto") -> ix.ChunkIndex:
+        """Every stored vector in a new index of `kind` (auto: chosen by size, see `index.choose_kind`)."""
+        dim = int(self.arc.meta.get("dimensions") or self.arc.encoder.dimensions)
+        if ix.choose_kind(self.db["chunks"].count, kind) != "flat":  # IVF kinds train on all of them at once
+            parts = list(store.all_vectors(self.db, dim))
+            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            return ix.build(dim, ids, np.vstack([p[1] for p in parts]) if parts else np.zeros((0, dim)), kind)
+        index = ix.ChunkIndex(dim)
+        for ids, vecs in store.all_vectors(self.db, dim):
+            index.add(ids, vecs)
+        return index
+
+    def sync(self, index: ix.ChunkIndex) -> tuple[int, int]:
+        """Add vectors the index lacks, drop ids the database no longer has; returns (added, removed)."""
+        in_db, in_index = store.chunk_ids(self.db), index.ids()
+        missing = np.setdiff1d(in_db, in_index)
+        stale = np.setdiff1d(in_index, in_db)
+        index.remove(stale)
+        if len(missing):
+            index.add(missing, store.vectors_for(self.db, missing, index.dim))
+        return len(missing), len(stale)
+
+    def save(self, index: ix.ChunkIndex) -> ix.Manifest:
+        meta = self.arc.meta
+        return ix.save(
+            index,
+            self.arc.index_dir,
+            model_fingerprint=meta.get("model_fingerprint", ""),
+            db_generation=int(meta["generation"]),
+        )
+
+    def delete(self, article_ids: list[int]) -> None:
+        with ix.writer_lock(self.arc.index_dir):
+            index = self.writable_index()
+            index.remove(store.delete_articles(self.db, article_ids, _forget))
+            self.save(index)
+
+    def rebuild(self, *, reembed: bool, progress: Callable[[int], None] | None, index_type: str) -> ix.Manifest:
+        with ix.writer_lock(self.arc.index_dir):
+            if reembed:
+                self.reembed(progress)
+            return self.save(self.build_index(index_type))
+
+    def reembed(self, progress=None, ids: Iterable[int] | None = None) -> None:
+        """Chunk and embed stored articles again (all of them: a model switch; or `ids`: a repair), replacing
+        their chunks. A switch is recorded as in progress until it ends, so `verify` can tell."""
+        from .ingest import reembed_articles  # the load pipeline, forced over stored articles
+
+        encoder = self.arc.encoder
+        switching = ids is None
+        if switching:
+            store.set_meta(self.db, reembed_in_progress=encoder.fingerprint)
+        each = (lambda n, _chunks: progress(n)) if progress else None
+        reembed_articles(self.arc, store.article_ids(self.db) if switching else list(ids), each)
+        if switching:
+            self.arc.record_model()
+            store.clear_meta(self.db, "reembed_in_progress")
+        from .ingest import prepare_queries
+
+        prepare_queries(encoder)
+
+
+def _forget(db, article_ids: list[int]) -> None:
+    dedupe.forget(db, article_ids)
+    terms.forget(db, article_ids)
