@@ -54,16 +54,16 @@ class Archive:
         encoder: Encoder | None = None,
     ):
         self.db_path = str(db_path)
-        self.index_dir = Path(index_dir) if index_dir else Path(self.db_path).resolve().parent / "indexes"
         if not create and self.db_path != ":memory:" and not Path(self.db_path).exists():
             raise ArchiveError(f"{self.db_path}: no such archive; load articles first with `archive load`")
         self.db = store.open_db(self.db_path, create=create)
+        self.index_dir = Path(index_dir) if index_dir else ix.default_index_dir(self.db_path, self.archive_id)
         self._model_arg = model
         self._backend_arg = backend  # torch | onnx; None: the archive's recorded backend, torch for a new one
         self._device = device
         self._encoder = encoder
         self._checked = False
-        self.live = ix.LiveIndex(self.index_dir)
+        self.live = ix.LiveIndex(self.index_dir, self.archive_id)
         self.maintenance = Maintenance(self)
 
     # ---- model ------------------------------------------------------------------------------------------
@@ -71,6 +71,11 @@ class Archive:
     @property
     def meta(self) -> dict[str, str]:
         return store.get_meta(self.db)
+
+    @property
+    def archive_id(self) -> str | None:
+        """The database's identity (None for an archive from before ids, until its next write stamps one)."""
+        return self.meta.get("archive_id")
 
     @property
     def encoder(self) -> Encoder:

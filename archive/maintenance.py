@@ -27,8 +27,11 @@ class Maintenance:
     def writable_index(self) -> ix.ChunkIndex:
         """The index, brought level with the database first (a crashed load may have left it behind)."""
         self.derive_missing()
+        store.ensure_archive_id(self.db)
         try:
-            index, _ = ix.load(self.arc.index_dir)
+            index, _ = ix.load(self.arc.index_dir, archive_id=self.arc.archive_id)
+        except ix.IndexMismatch:
+            raise  # another database's index: never overwrite it
         except ArchiveError:
             return self.build_index()
         self.sync(index)
@@ -43,14 +46,8 @@ class Maintenance:
     def build_index(self, kind: str = "auto") -> ix.ChunkIndex:
         """Every stored vector in a new index of `kind` (auto: chosen by size, see `index.choose_kind`)."""
         dim = int(self.arc.meta.get("dimensions") or self.arc.encoder.dimensions)
-        if ix.choose_kind(self.db["chunks"].count, kind) != "flat":  # IVF kinds train on all of them at once
-            parts = list(store.all_vectors(self.db, dim))
-            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-            return ix.build(dim, ids, np.vstack([p[1] for p in parts]) if parts else np.zeros((0, dim)), kind)
-        index = ix.ChunkIndex(dim)
-        for ids, vecs in store.all_vectors(self.db, dim):
-            index.add(ids, vecs)
-        return index
+        # Streamed out of SQLite in batches (trained on a sample first): peak memory is the index plus a batch.
+        return ix.build_streaming(dim, lambda: store.all_vectors(self.db, dim), self.db["chunks"].count, kind)
 
     def sync(self, index: ix.ChunkIndex) -> tuple[int, int]:
         """Add vectors the index lacks, drop ids the database no longer has; returns (added, removed)."""
@@ -69,6 +66,7 @@ class Maintenance:
             self.arc.index_dir,
             model_fingerprint=meta.get("model_fingerprint", ""),
             db_generation=int(meta["generation"]),
+            archive_id=meta.get("archive_id", ""),
         )
 
     def delete(self, article_ids: list[int]) -> None:

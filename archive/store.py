@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -114,7 +115,15 @@ def create_schema(db: sqlite_utils.Database) -> None:
     db["archive_meta"].create({"key": str, "value": str}, pk="key")
     db["articles"].enable_fts(["title", "subtitle", "body"], create_triggers=True, tokenize="porter")
     ensure_derived_tables(db)
-    set_meta(db, generation="0", next_chunk_id="1")
+    set_meta(db, generation="0", next_chunk_id="1", archive_id=uuid.uuid4().hex)
+
+
+def ensure_archive_id(db: sqlite_utils.Database) -> str:
+    """The database's identity, stamped into its index's manifest (archives older than it get one now)."""
+    meta = get_meta(db)
+    if not meta.get("archive_id"):
+        set_meta(db, archive_id=uuid.uuid4().hex)
+    return get_meta(db)["archive_id"]
 
 
 DERIVED_TABLES = """

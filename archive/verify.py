@@ -57,7 +57,7 @@ def verify(arc, *, repair: bool = False) -> VerifyReport:
 
 def _check_index(arc) -> tuple[int, list[str]]:
     try:
-        index, manifest = ix.load(arc.index_dir, check_sha=True)
+        index, manifest = ix.load(arc.index_dir, check_sha=True, archive_id=arc.archive_id)
     except ArchiveError as e:
         return 0, [str(e)]
     return index.ntotal, compare(arc, index, manifest)
