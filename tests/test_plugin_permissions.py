@@ -39,7 +39,7 @@ async def test_plugin_pages_follow_permissions(restricted, path, signed_in, stat
     response = await ds.client.get(path, cookies=cookies(ds, signed_in))
     assert response.status_code == status
     if status == 403 and ".json" in path:
-        assert response.json() == {"ok": False, "error": DENIED}
+        assert response.json() == {"ok": False, "error": DENIED, "status": 403}
     if status == 403:
         assert "avalanche" not in response.text.lower().replace("q=avalanche", "")
         assert "/archive/articles/" not in response.text
@@ -89,7 +89,7 @@ DENIED_ONLY_PATHS = [  # for those denied, no answer may differ by what exists o
 async def test_denied_answers_do_not_reveal_what_exists_or_validate_input(restricted, path):
     _, ds = restricted
     response = await ds.client.get(path)
-    assert response.status_code == 403 and response.json() == {"ok": False, "error": DENIED}
+    assert response.status_code == 403 and response.json() == {"ok": False, "error": DENIED, "status": 403}
 
 
 async def test_canned_queries_and_other_databases_under_restriction(restricted, hash_sample, tmp_path):

@@ -1,7 +1,8 @@
 """The plugin's pages and JSON: parse the request, check permissions, call `archive`, render.
 
-Errors are raised as Datasette's own exceptions (BadRequest 400, Forbidden 403, NotFound 404): `json_errors`
-answers them as `{"ok": false, "error": ...}` on `.json` paths; Datasette shows its error page otherwise.
+Errors are raised as Datasette's own exceptions (BadRequest 400, Forbidden 403, NotFound 404): Datasette answers
+them as `{"ok": false, "error": ..., "status": ...}` on `.json` paths (Forbidden and NotFound through `json_errors`) and
+with its error page otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import date
 
 from datasette import Response
 from datasette.utils import add_cors_headers, tilde_decode
-from datasette.utils.asgi import BadRequest, Base400, NotFound
+from datasette.utils.asgi import BadRequest, Forbidden, NotFound
 
 from archive import ArchiveError, ArticleNotFound, IndexCorrupt, IndexMissing
 
@@ -117,16 +118,19 @@ def json_response(datasette, body: dict, status: int = 200) -> Response:
 
 
 def json_errors(view):
-    """On a .json path, a 4xx/5xx answers `{"ok": false, "error": ...}` with its status (Forbidden included)."""
+    """Datasette answers a `.json` path's BadRequest (400, 503) with JSON itself, but not Forbidden (its
+    `forbidden` hook renders HTML) nor NotFound (its 404 handler redirects %-encoded paths): on a `.json` path
+    answer those two as `{"ok": false, "error": ..., "status": ...}` as well."""
 
     @functools.wraps(view)
     async def wrapper(datasette, request):
         try:
             return await view(datasette, request)
-        except Base400 as e:
+        except (Forbidden, NotFound) as e:
             if not wants_json(request):
                 raise
-            return json_response(datasette, {"ok": False, "error": str(e.args[0]) if e.args else ""}, e.status)
+            body = {"ok": False, "error": str(e.args[0]) if e.args else "", "status": e.status}
+            return json_response(datasette, body, e.status)
 
     return wrapper
 
