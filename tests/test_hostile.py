@@ -206,7 +206,8 @@ async def test_injection_in_related_id_and_k(hostile, fmt):
         response = await ds.client.get(f"/archive/articles/{quote(value, safe='')}/-/related{fmt}")
         assert response.status_code == 400, (value, response.status_code)
         if fmt:
-            assert response.json() | {"title": None} == {"ok": False, "error": "the article id must be a whole number", "status": 400, "title": None}
+            body = response.json()
+            assert (body["ok"], body["error"], body["status"]) == (False, "the article id must be a whole number", 400)
         response = await ds.client.get(f"/archive/articles/{hid}/-/related{fmt}", params={"k": value})
         assert response.status_code in (200, 400), (value, response.status_code)
         if response.status_code == 200 and fmt:
