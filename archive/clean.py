@@ -13,44 +13,73 @@ import unicodedata
 __all__ = ["clean_text", "clean_title", "BOILERPLATE"]
 
 # C0/C1 control characters except \t and \n (\r is handled as a line break first).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028\u2029\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028\u2029\ufdd0-\ufdef\ufeff]")
 _ODD_SPACES = re.compile(r"[\t\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 
 # --- mojibake --------------------------------------------------------------------------------------------
 # In the NewsArticles corpus a typographic character followed by a space (’ ” —) was turned into `"?`.
 # Which one it was can be told from the context: after a space it was a dash, after punctuation a closing
 # quote, after a word an apostrophe unless a quotation is open.
-_MOJIBAKE = re.compile(r'"\?')
 _DASH_AFTER_NBSP = re.compile(r'(?<=\w)-"\?(?=\s*\w)')  # `encourage-"?or` : `-` stood for a no-break space
-_REPLACEMENT_QUOTE = re.compile('"\ufffd')  # `"�Oprah`, `O"�Malley`, `"�\xa0such as`
 _CONTRACTION = re.compile(r'n"t\b')  # don"t, isn"t -> don't
-_OPENER_BEFORE = " \t\n([{-/\u2014"
-_NO_SPACE_BEFORE = set(" \t\n.,;:!?)]")
+
+# Each garble is first swapped for one placeholder, a Unicode noncharacter (_CONTROL removes any from the input),
+# then resolved in passes of plain substitutions, each placeholder to a marker of its decision; the markers become
+# text last. Every pass reads its neighbours as the original showed them (a garble, resolved or not, reads as one),
+# so the result equals deciding each garble from the original text, without Python work per garble.
+_G = "\ufdd0"
+_MARKERS = "\ufdd0-\ufdd6"
+_FINAL = [
+    ("\ufdd1", '"'),
+    ("\ufdd2", '" '),
+    ("\ufdd3", "'"),
+    ("\ufdd4", "' "),
+    ("\ufdd5", "\u2014"),
+    ("\ufdd6", "\u2014 "),
+]
+_NO_SPACE_AFTER = r"(?=[ \t\n.,;:!?)\]])"  # the next character needs no space before it
+_GARBLE_PASSES = [
+    (re.compile(_G + r"\Z"), "\ufdd1"),  # at the very end: a closing quote
+    # after the start, whitespace or an opening bracket: a dash
+    (re.compile(_G + r"(?<![^\s(\[]" + _G + ")" + _NO_SPACE_AFTER), "\ufdd5"),
+    (re.compile(_G + r"(?<![^\s(\[]" + _G + ")"), "\ufdd6"),
+]
+# After a word and inside a quotation (the nearest `"` within 300 chars opens one): a closing quote. The text is
+# scanned reversed here, so "the nearest quote before" becomes a bounded lookahead.
+_OPEN_QUOTE_AHEAD = r"(?=[^\W_][^\"" + _MARKERS + r"]{0,298}(?<!\s)\"(?:[ \t\n(\[{\-/\u2014]|\Z))"
+_REVERSED_PASSES = [
+    (re.compile(_G + r"(?<=[ \t\n.,;:!?)\]]" + _G + ")" + _OPEN_QUOTE_AHEAD), "\ufdd1"),
+    (re.compile(_G + _OPEN_QUOTE_AHEAD), "\ufdd2"),
+]
+_LAST_PASSES = [
+    (re.compile(_G + r"(?<=[^\W_]" + _G + ")" + _NO_SPACE_AFTER), "\ufdd3"),  # after a word: an apostrophe
+    (re.compile(_G + r"(?<=[^\W_]" + _G + ")"), "\ufdd4"),
+    (re.compile(_G + _NO_SPACE_AFTER), "\ufdd1"),  # anything else: a quote
+    (re.compile(_G), "\ufdd2"),
+]
+# `"\ufffd` (`"�Oprah`, `O"�Malley`, `"�\xa0such as`): before a space a dash, between letters an
+# apostrophe, else a quote. Replacements are neither letters nor spaces, so the passes do not disturb each other.
+_REPLACEMENT_PASSES = [
+    (re.compile('"\ufffd' + r"(?=\s)"), "\u2014"),
+    (re.compile(r"(?<=[^\W\d_])" + '"\ufffd' + r"(?=[^\W\d_])"), "'"),
+    (re.compile('"\ufffd'), '"'),
+]
 
 
-def _quote_is_open(text: str, pos: int) -> bool:
-    """True when the nearest `"` before pos (within 300 chars) opens a quotation."""
-    j = text.rfind('"', max(0, pos - 300), pos)
-    if j < 0:
-        return False
-    nxt = text[j + 1] if j + 1 < len(text) else ""
-    if nxt == "?" or nxt.isspace() or nxt == "":
-        return False
-    return j == 0 or text[j - 1] in _OPENER_BEFORE
-
-
-def _mojibake_sub(m: re.Match) -> str:
-    text, (start, end) = m.string, m.span()
-    prev = text[start - 1] if start else ""
-    nxt = text[end] if end < len(text) else ""
-    if nxt == "":
-        return '"'
-    space = "" if nxt in _NO_SPACE_BEFORE else " "
-    if prev == "" or prev.isspace() or prev in "([":
-        return "\u2014" + space
-    if prev.isalnum() and not _quote_is_open(text, start):
-        return "'" + space
-    return '"' + space
+def _resolve_garbles(text: str) -> str:
+    text = text.replace('"?', _G)
+    for rx, marker in _GARBLE_PASSES:
+        text = rx.sub(marker, text)
+    if _G in text:
+        backwards = text[::-1]
+        for rx, marker in _REVERSED_PASSES:
+            backwards = rx.sub(marker, backwards)
+        text = backwards[::-1]
+    for rx, marker in _LAST_PASSES:
+        text = rx.sub(marker, text)
+    for marker, final in _FINAL:
+        text = text.replace(marker, final)
+    return text
 
 
 def _fix_mojibake(text: str) -> str:
@@ -61,27 +90,18 @@ def _fix_mojibake(text: str) -> str:
     if '"?' in text:
         if '-"?' in text:
             text = _DASH_AFTER_NBSP.sub(" \u2014 ", text)
-        text = _MOJIBAKE.sub(_mojibake_sub, text)
-    if "\ufffd" in text:
-        text = _REPLACEMENT_QUOTE.sub(_replacement_quote_sub, text)
+        text = _resolve_garbles(text)
+    if '"\ufffd' in text:
+        for rx, repl in _REPLACEMENT_PASSES:
+            text = rx.sub(repl, text)
     return _CONTRACTION.sub("n't", text) if 'n"t' in text else text
 
 
-def _replacement_quote_sub(m: re.Match) -> str:
-    text, end = m.string, m.end()
-    prev = text[m.start() - 1] if m.start() else ""
-    nxt = text[end] if end < len(text) else ""
-    if nxt.isspace():
-        return "\u2014"
-    if prev.isalpha() and nxt.isalpha():
-        return "'"
-    return '"'
-
-
 # --- boilerplate -----------------------------------------------------------------------------------------
+_AGENCIES = ("AFP", "AP", "dpa", "DPA", "Reuters", "KNA", "epd", "SID", "EFE", "Lusa", "ANSA", "Xinhua")
 # Inline fragments: (name, pattern). Removed wherever they occur; names are for reports and tests.
 BOILERPLATE: list[tuple[str, str | tuple[str, ...], str]] = [
-    ("audio player", "Trinity Audio", r"Getting your Trinity Audio player ready\.*"),
+    ("audio player", "Trinity Audio", r"Getting your Trinity Audio player ready(?:\.+|\u2026)?"),
     ("gallery", "View gallery", r"(?:\b\d+\s+)?View gallery\b"),
     (
         "photo credit",
@@ -166,12 +186,41 @@ BOILERPLATE: list[tuple[str, str | tuple[str, ...], str]] = [
         r"breaking news, entertainment and a dash of fun\.",
     ),
     ("huffpost promo", "viral video", r"Don't be the last to watch the viral video everyone is talking about\."),
-    ("huffpost promo", "weird news", r"Step into the world of weird news\."),
+    ("huffpost promo", "weird news", r"(?:The truth is stranger than fiction\. )?Step into the world of weird news\."),
     ("huffpost promo", "Read THIS", r"Read THIS and be the most interesting person at your dinner party\."),
     ("huffpost promo", "best friend", r"We'r?e? basically your best friend\W{1,3}with better taste\."),
     ("huffpost promo", "THE spot", r"THE spot for your favorite fan theories and the best Netflix recs\."),
     ("huffpost promo", "spilling the tea", r"We'r?e? spilling the tea on all the queer news that matters to you\."),
     ("huffpost promo", "reality of being a woman", r"The reality of being a woman\W{1,4}by the numbers\."),
+    (
+        "huffpost promo",
+        "HuffPost Lifestyle is",
+        r"HuffPost Lifestyle is a daily newsletter that will make you happier and healthier\W{1,4}"
+        r"one email at a time\.",
+    ),
+    (
+        "huffpost promo",
+        "progressive parenting",
+        r"(?:The HuffPost Parents newsletter, So You Want To Raise A Feminist, offers the latest stories and news in "
+        r"progressive parenting\. )?Start here, with the latest stories and news in progressive parenting\.",
+    ),
+    # BBC Sport's trailer: "Run by the BBC and partners" and club listings, then the getinspired link.
+    (
+        "bbc promo",
+        "Run by the BBC and partners",
+        r"Run by the BBC and partners\b[^\n]{0,150}?(?=For more ideas, information and inspiration, visit )",
+    ),
+    (
+        "bbc promo",
+        "For more ideas, information",
+        r"For more ideas, information and inspiration, visit (?:www\.)?bbc\.co\.uk/[\w/-]*",
+    ),
+    (
+        "share bar",
+        "Newsvine Permalink",
+        r"(?:Send )?Facebook Twitter Google\+ Whatsapp Tumblr linkedin stumble Digg reddit Newsvine Permalink"
+        r"(?: https?://(?:www\.)?dw\.com/p/\w+)?",
+    ),
     ("trailer", "Learn more", r" ?Learn more\s*$"),
     (
         "trailer",
@@ -192,14 +241,38 @@ BOILERPLATE: list[tuple[str, str | tuple[str, ...], str]] = [
     ),
     (
         "print edition",
-        "(China Daily",
-        r"\(China Daily(?: European Weekly| USA| Africa| Asia)?[^()\n]{0,40}\bpage ?\d+\)",
+        ("(China Daily", "( China Daily"),
+        r"\( ?China Daily(?: European Weekly| USA| Africa| Asia)?[^()\n]{0,40}\bpage ?\d+\)",
     ),
+    # A credit starts at a word's start, so a long run of letters is scanned once, not once per letter.
     (
         "photo credit",
         " / ",
-        r"(?:[A-Z](?:[\w'-]+|\.) ){1,3}/ (?:Getty Images|AFP|Reuters|AP|Xinhua|EPA|for China Daily)"
+        r"(?<![\w'-])(?:[A-Z](?:[\w'-]+|\.) ){1,3}/ (?:Getty Images|AFP|Reuters|AP|Xinhua|EPA|for China Daily)"
         r"(?=\s|$)",
+    ),
+    ("photo credit", "rovided to China Daily", r"\b(?:Photos?|Images?) [Pp]rovided to China Daily\b"),
+    (
+        "contact credit",
+        "chinadaily",
+        r"(?<!\S)(?:Contact the writers?(?: at| through)? )?[\w.+-]{1,64}@(?:mail\.)?chinadaily(?:uk)?"
+        r"\.com(?:\.cn)?(?:(?:,| and) [\w.+-]{1,64}@(?:mail\.)?chinadaily(?:uk)?\.com(?:\.cn)?)*",
+    ),
+    # DW's sign-off: editors' initials and the agencies, `jbh/rt (AFP/Reuters)`, `ct/kbm-(AFP, dpa)`.
+    (
+        "agency credit",
+        (*(f"({agency}" for agency in _AGENCIES), "(with "),
+        r"[a-z](?<![\w/][a-z])[a-z]{0,4}(?:/[a-z]{1,5}){1,3}[ -]{0,2}"
+        rf"\((?=[^()\n]{{0,100}}\))(?:with )?(?:{'|'.join(_AGENCIES)})(?:\s?[,/]-?\s?[^(),/\n]{{1,60}}){{0,8}}\)",
+    ),
+    # Rows of dashes between paragraphs: `. - - - - - -` or `.------` after a sentence, or five dashes or more
+    # anywhere. A row after a word (` --- `) is a dash in the text and stays. Rows start with a dash that no other
+    # dash precedes, so a long row is scanned once. Dashes dangling at the end: _drop_trailing_dashes.
+    (
+        "separator",
+        ("- -", "--"),
+        r"-(?:(?:(?<![^\n.!?\"'\u2019\u201d)\]]-)|(?<=[\n.!?\"'\u2019\u201d)\]] -))(?: ?-){2,} ?(?!\w)"
+        r"|(?<![\w-]-)-{4,}(?!\w))",
     ),
 ]
 # Plain `in` tests on the trigger are far cheaper than a regex scan, so each rule only runs where it can hit.
@@ -211,13 +284,15 @@ _RULES = [
 _LINE_BOILERPLATE = re.compile(
     r"^(?:advertisement|share(?: this(?: article| story)?| on \w+)?|read more|related(?: articles| stories)?"
     r"|skip to (?:main )?content|continue reading|follow us(?: on \w+)?|sign up|subscribe"
-    r"|(?:read more|related|also read|watch)\s*[:\u2014-][^.!\n]{0,150})[?\W]*$",
+    r"|(?:read more|related|also read|watch)\s*[:\u2014-][^.!\n]{0,150}"
+    r"|(?:download|get|install)\b[^\n]{0,200}\b(?:app store|google play)\b[^\n]{0,100})[?\W]*$",
     re.IGNORECASE,
 )
+_LINE_MAX = 400  # furniture lines are short; a longer line is text, and the line regex never scans it
 
 _SPACES = re.compile(r"  +")
 _BLANK_LINES = re.compile(r"\n\s*\n\s*(?:\n\s*)*")
-_TRAILING = re.compile(r" +\n *|\n +")
+_TRAILING = re.compile(r"(?<! ) +\n *|\n +")  # from a run's first space: one scan per run
 
 
 def _base(text: str) -> str:
@@ -233,11 +308,24 @@ def _base(text: str) -> str:
 
 def _strip_boilerplate(text: str) -> str:
     if "\n" in text:  # a one-line text is never a lone link line: it is the article
-        text = "\n".join(ln for ln in text.split("\n") if not _LINE_BOILERPLATE.match(ln.strip()))
+        text = "\n".join(ln for ln in text.split("\n") if not _is_furniture(ln.strip()))
     for _, triggers, rx in _RULES:
         if any(t in text for t in triggers):
             text = rx.sub(" ", text)
-    return text
+    return _drop_trailing_dashes(text)
+
+
+def _is_furniture(line: str) -> bool:
+    return len(line) <= _LINE_MAX and _LINE_BOILERPLATE.match(line) is not None
+
+
+def _drop_trailing_dashes(text: str) -> str:
+    """`... the trial. -` or `... Reuters) - -` (left by a sign-off): the dashes go; `well-` stays."""
+    body = text.rstrip(" \n-")
+    tail = text[len(body) :]
+    if "-" not in tail or (tail[0] == "-" and body[-1:].isalnum()):
+        return text
+    return body
 
 
 def _tidy_spaces(text: str) -> str:

@@ -67,6 +67,51 @@ def test_mojibake(raw: str, expected: str) -> None:
         ),
         ("Prices rose.\nREAD MORE: Why prices rise\nShops closed.", "Prices rose.\nShops closed."),
         ("Markets fell.\n\nAdvertisement\n\nTraders left.", "Markets fell.\n\nTraders left."),
+        ("Getting your Trinity Audio player ready\u2026\nThe council met.", "The council met."),
+        # issue 13: DW's share bar, rows of dashes, sign-offs, credits and promos found by benchmarks/boilerplate.py
+        (
+            "Police questioned him. Send Facebook Twitter Google+ Whatsapp Tumblr linkedin stumble Digg reddit "
+            "Newsvine Permalink http://dw.com/p/2Wx5C The man flew in from Dubai.",
+            "Police questioned him. The man flew in from Dubai.",
+        ),
+        ('The vote passed. - - - - - - "This is wrong," he said.', 'The vote passed. "This is wrong," he said.'),
+        ("Leaders met.- - - - - - - Mr Trudeau spoke.", "Leaders met. Mr Trudeau spoke."),
+        ("Talks resume in March. jbh/rt (AFP/Reuters) - -", "Talks resume in March."),
+        ("Police made arrests. ct/kbm-(AFP, dpa) -", "Police made arrests."),
+        ("A film by Wiebke Feuersenger -", "A film by Wiebke Feuersenger"),
+        (
+            "Engle spoke at Nankai. Photos Provided to China Daily The forum ended.",
+            "Engle spoke at Nankai. The forum ended.",
+        ),
+        (
+            "Exports grew. Contact the writers through a.b@chinadaily.com.cn and cd@mail.chinadailyuk.com "
+            "( China Daily European Weekly 01/27/2017 page32)",
+            "Exports grew.",
+        ),
+        (
+            "Mines closed. yangziman@chinadaily.com.cn - Workers check a train.",
+            "Mines closed. - Workers check a train.",
+        ),
+        (
+            "Clubs welcome all. Run by the BBC and partners Swimming For Over 50s Steel City Striders Running Club "
+            "For more ideas, information and inspiration, visit bbc.co.uk/getinspired",
+            "Clubs welcome all.",
+        ),
+        (
+            "Knives were recalled.- HuffPost Lifestyle is a daily newsletter that will make you happier and "
+            'healthier "?one email at a time. Learn more',
+            "Knives were recalled.",
+        ),
+        (
+            "The team won. Share this slide: The truth is stranger than fiction. Step into the world of weird news. "
+            "Learn more",
+            "The team won.",
+        ),
+        (
+            "Have it. The HuffPost Parents newsletter, So You Want To Raise A Feminist, offers the latest stories and "
+            "news in progressive parenting. Start here, with the latest stories and news in progressive parenting.",
+            "Have it.",
+        ),
     ],
 )
 def test_boilerplate(raw: str, expected: str) -> None:
@@ -82,6 +127,13 @@ def test_boilerplate(raw: str, expected: str) -> None:
         "Learn more about the programme on its website, officials said.",
         "READ MORE: Syria hanged 13,000 in prison, says Amnesty Video footage by activists showed civilians.",
         "The source: an official who asked not to be named.",
+        "The score was 3-2 - a record - and fans stayed.",
+        "Write to tips@example.com or call 555-1234.",
+        "He signed in/out (AP style) daily.",
+        "They stayed in/out (AP, he said, or maybe not",
+        "Obamacare is collapsing --- and we must act --- now.",
+        "The 2014 referendum---which saw 55 percent vote no---settled it.",
+        "He said - - and then stopped.",
     ],
 )
 def test_keeps_real_sentences(keep: str) -> None:
@@ -98,6 +150,41 @@ def test_whitespace_controls_and_unicode() -> None:
 def test_clean_title() -> None:
     assert clean_title('  Trump"?travel ban\n  blocked \x00again ') == "Trump' travel ban blocked again"
     assert clean_title(None) == ""
+
+
+# --- the scraped shape (issue 13): furniture around and before the story ---------------------------------------
+
+FURNITURE = [
+    "Getting your Trinity Audio player ready...",
+    "Getting your Trinity Audio player ready\u2026",
+    "3 View gallery",
+    "12 View gallery",
+    "(Photo: Reuters)",
+    "(Photo credit: Alex Brandon/AP, File)",
+    "<< Download the Ynetnews app on the App Store or Google Play >>",
+    "Download the WTOP app for iPhone on the App Store and for Android on Google Play.",
+    "Advertisement",
+]
+
+
+def _scraped(paras: list[str], lead: list[str]) -> str:
+    """Paragraphs as a scraper saved them: furniture lines before the story and between its paragraphs."""
+    lines = [*lead, paras[0], FURNITURE[2], FURNITURE[4], *paras[1:2], FURNITURE[6], *paras[2:]]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("lead", [FURNITURE[:1], FURNITURE[1:2], FURNITURE, FURNITURE[::-1], [FURNITURE[0], ""]])
+def test_scraped_text_starts_with_the_story(news_csv: Path, lead: list[str]) -> None:
+    for row in _rows(news_csv)[:40]:
+        sentences = re.split(r"(?<=\.) ", row["text"])
+        if len(sentences) < 3:
+            continue
+        third = len(sentences) // 3
+        paras = [" ".join(sentences[:third]), " ".join(sentences[third : 2 * third]), " ".join(sentences[2 * third :])]
+        cleaned = clean_text(_scraped(paras, lead))
+        assert cleaned.split("\n")[0] == clean_text(paras[0]), row["article_id"]  # the title is read from it
+        assert [ln for ln in cleaned.split("\n") if ln] == [clean_text(p) for p in paras], row["article_id"]
+        assert not any(junk in cleaned for junk in ("Trinity", "View gallery", "(Photo", "App Store"))
 
 
 # --- real data: nothing but boilerplate may disappear ------------------------------------------------------
@@ -143,6 +230,18 @@ MARKERS = (
     "up-to-the-minute breaking news",
     "Each Sunday, we will bring you",
     "Click here to sign up",
+    "HuffPost Lifestyle is",
+    "progressive parenting",
+    "stranger than fiction",
+)
+# Boilerplate that sits inside a sentence of the original (the corpus lost its line breaks): cut out before the
+# check, so the story on either side of it must still survive. Written independently of archive/clean.py.
+KNOWN = re.compile(
+    r"(?:Send )?Facebook Twitter Google\+ Whatsapp Tumblr linkedin stumble Digg reddit Newsvine Permalink \S+"
+    r"|Run by the BBC and partners.*?bbc\.co\.uk/getinspired"
+    r"|(?:Contact the writers? (?:at |through )?)?\S+@\S*chinadaily\S*(?: and \S+@\S*chinadaily\S*)?"
+    r"|\( ?China Daily[^()]*\)|Photos? [Pp]rovided to China Daily"
+    r"|\b[a-z]{1,5}(?:/[a-z]{1,5})+[ -]*\([^()]*(?:AFP|AP|dpa|DPA|Reuters|SID)[^()]*\)"
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -164,7 +263,10 @@ def test_no_real_sentence_lost(news_csv: Path) -> None:
     for row in rows:
         cleaned = _alnum(clean_text(row["text"]))
         for sentence in _SENTENCE.split(row["text"]):
-            if any(m in sentence for m in MARKERS) or len(_alnum(sentence)) < 3:
+            if any(m in sentence for m in MARKERS):
+                continue
+            sentence = KNOWN.sub(" ", sentence)
+            if len(_alnum(sentence)) < 3:
                 continue
             assert _alnum(sentence) in cleaned, (row["article_id"], sentence)
             checked += 1
@@ -183,7 +285,7 @@ def test_real_mojibake_and_boilerplate_gone(news_csv: Path) -> None:
 
 def test_fast_enough(news_csv: Path) -> None:
     texts = [r["text"] for r in _rows(news_csv)]
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other processes on a shared machine do not count
     for t in texts:
         clean_text(t)
-    assert time.perf_counter() - start < 5  # ~0.7 s on a laptop core for the 3,788 bodies
+    assert time.process_time() - start < 5  # ~1 s on a busy 2-core VM for the 3,788 bodies
