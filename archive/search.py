@@ -18,7 +18,7 @@ from datetime import date, timedelta
 import numpy as np
 import sqlite_utils
 
-from . import dedupe, terms
+from . import dedupe, stories, terms
 from .embed import Encoder
 from .index import ChunkIndex
 from .models import ArchiveError, Result
@@ -103,19 +103,36 @@ def semantic_hits(
     """Top articles (score, best chunk id) for one query vector, at least k articles when they exist.
 
     Filters are applied before the search (a FAISS ID selector over the allowed chunks), so a filter that
-    matches 1% of the archive still yields k articles when k exist.
+    matches 1% of the archive still yields k articles when k exist. A lossy index (ivf-sq8, ivf-pq) only
+    proposes candidates: they are re-scored from the stored vectors, so every score is the true cosine.
     """
     allowed = _allowed_chunks(db, filters) if filters.active() else None
     if allowed is not None and not len(allowed):
         return {}
     limit = len(allowed) if allowed is not None else index.ntotal
     fetch = max(k * 8, 64)
+
+    def exact(ids: np.ndarray) -> np.ndarray:
+        return _stored_vectors(db, ids, index.dim)
+
     while True:
-        scores, ids = index.search(vector, fetch, allowed)
+        scores, ids = index.search(vector, fetch, allowed, exact=exact)
         best = rollup(db, scores[0], ids[0], how)
         if len(best) >= k or fetch >= limit:
             return best
         fetch *= 4
+
+
+def _stored_vectors(db, ids: np.ndarray, dim: int) -> np.ndarray:
+    """The stored vectors of these chunk ids, in order; NaN rows for chunks no longer in the database (a
+    reader's index may be a generation behind a delete), which re-scoring drops."""
+    out = np.full((len(ids), dim), np.nan, np.float32)
+    row = {int(i): n for n, i in enumerate(ids)}
+    for start in range(0, len(ids), 900):
+        part = [int(i) for i in ids[start : start + 900]]
+        for cid, blob in db.execute(f"select id, vector from chunks where id in ({','.join('?' * len(part))})", part):
+            out[row[cid]] = np.frombuffer(blob, dtype=np.float32)
+    return out
 
 
 def rollup(db, scores: np.ndarray, ids: np.ndarray, how: str = "max") -> dict[int, tuple[float, int]]:
@@ -237,9 +254,17 @@ def to_results(
                 continue
             also = list(dict.fromkeys(o for m, o in members if m != aid and o and o != row[3]))
             passage = _passage(db, chunk_id, row[5], query_words)
-            results.append(GroupedResult(row[0], row[1], row[2], row[3], row[4], round(score, 4), passage, also))
+            results.append(GroupedResult(row[0], row[1], row[2], row[3], row[4], round(score, 4), passage, also=also))
             if len(results) >= k:
-                return results
+                return _with_stories(db, results)
+    return _with_stories(db, results)
+
+
+def _with_stories(db, results: list[Result]) -> list[Result]:
+    """Each result's story id (for its link to the story page)."""
+    story_of = stories.story_ids(db, [r.id for r in results])
+    for r in results:
+        r.story_id = story_of.get(r.id)
     return results
 
 
@@ -332,7 +357,10 @@ def related(
     filters = (filters or Filters()).within(article.get("published"), window)
     scores = related_scores(db, index, article, k=k, filters=filters, dim=dim, mode=mode)
     prefer = (article.get("outlet") or "") if other_outlets else None
-    return to_results(db, scores, k, exclude_groups_of=article["id"], prefer_other_than=prefer)
+    results = to_results(db, scores, k, exclude_groups_of=article["id"], prefer_other_than=prefer)
+    for r in results:  # the split the pages show: "Same story" above a calibrated score, else "Related topics"
+        r.same_story = stories.same_story(r.score, mode)
+    return results
 
 
 def related_scores(

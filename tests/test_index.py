@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -307,3 +308,166 @@ def test_semantic_hits_rescore_an_approximate_index(sample_archive, tmp_path):
             assert abs(score - float(store.vectors_for(arc.db, [chunk], dim)[0] @ query[0])) < 1e-5
     finally:
         arc.close()
+
+
+# ---- the manifest is not trusted blindly (issue 13 item 6) -----------------------------------------------
+
+
+def rewrite_manifest(index_dir, **fields):
+    manifest = json.loads((index_dir / ix.MANIFEST).read_text())
+    manifest.update(fields)
+    (index_dir / ix.MANIFEST).write_text(json.dumps(manifest))
+
+
+def finishes(fn, seconds=10):
+    """fn's exception (or None), failing the test instead of hanging when fn blocks (a FIFO read)."""
+    import threading
+
+    box = []
+
+    def run():
+        try:
+            fn()
+            box.append(None)
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            box.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, "blocked"
+    return box[0]
+
+
+@pytest.mark.parametrize("where", ["../outside.faiss", "absolute", "sub/chunks.1.faiss", "chunks.1.faiss.bak"])
+def test_manifest_naming_a_file_outside_the_folder_is_corrupt(tmp_path, filled, where):
+    index_dir = tmp_path / "idx"
+    m = ix.save(filled[0], index_dir, model_fingerprint="", db_generation=1)
+    target = tmp_path / "outside.faiss" if where == "absolute" else index_dir / where
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes((index_dir / m.file).read_bytes())  # a readable index, just not where it may be
+    rewrite_manifest(index_dir, file=str(target) if where == "absolute" else where)
+    with pytest.raises(ix.IndexCorrupt, match="chunks.<n>.faiss"):
+        ix.load(index_dir)
+
+
+def test_generation_file_that_is_a_symlink_is_corrupt(tmp_path, filled):
+    index_dir = tmp_path / "idx"
+    m = ix.save(filled[0], index_dir, model_fingerprint="", db_generation=1)
+    (tmp_path / "elsewhere.faiss").write_bytes((index_dir / m.file).read_bytes())
+    (index_dir / "chunks.7.faiss").symlink_to(tmp_path / "elsewhere.faiss")
+    rewrite_manifest(index_dir, file="chunks.7.faiss")
+    with pytest.raises(ix.IndexCorrupt, match="cannot open"):
+        ix.load(index_dir)
+
+
+@pytest.mark.parametrize("which", ["index", "manifest"])
+def test_a_fifo_does_not_hang_the_reader(tmp_path, filled, which):
+    ix.save(filled[0], tmp_path, model_fingerprint="", db_generation=1)
+    if which == "index":
+        os.mkfifo(tmp_path / "chunks.9.faiss")
+        rewrite_manifest(tmp_path, file="chunks.9.faiss", size=0)
+    else:
+        (tmp_path / ix.MANIFEST).unlink()
+        os.mkfifo(tmp_path / ix.MANIFEST)
+    error = finishes(lambda: ix.load(tmp_path))
+    assert isinstance(error, ix.IndexCorrupt) and "not a regular file" in str(error)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("generation", "2"),
+        ("generation", True),
+        ("file", 5),
+        ("file", None),
+        ("count", 500.0),
+        ("max_chunk_id", "500"),
+        ("dimensions", [16]),
+        ("model_fingerprint", 1),
+        ("index_type", "hnsw"),
+        ("db_generation", None),
+        ("size", "123"),
+        ("sha256", 0),
+        ("archive_id", 7),
+    ],
+)
+def test_wrong_typed_manifest_fields_are_corrupt_not_a_type_error(tmp_path, filled, field, value):
+    ix.save(filled[0], tmp_path, model_fingerprint="", db_generation=1)
+    rewrite_manifest(tmp_path, **{field: value})
+    with pytest.raises(ix.IndexCorrupt, match=field):
+        ix.load(tmp_path)
+    with pytest.raises(ix.IndexCorrupt):
+        ix.LiveIndex(tmp_path).current()
+
+
+def test_manifest_that_is_not_an_object_is_corrupt(tmp_path):
+    (tmp_path / ix.MANIFEST).write_text("[1, 2]")
+    with pytest.raises(ix.IndexCorrupt, match="not an object"):
+        ix.load(tmp_path)
+
+
+def test_a_save_without_manifest_never_rewrites_a_generation_file_a_reader_maps(tmp_path, filled):
+    index, vecs = filled
+    old = ix.save(index, tmp_path, model_fingerprint="", db_generation=1)
+    reader, _ = ix.LiveIndex(tmp_path).current()  # maps chunks.1.faiss
+    q = unit(2, seed=7)
+    before = reader.search(q, 5)[1]
+    (tmp_path / ix.MANIFEST).unlink()  # lost (or never written by a crashed save)
+    other = ix.ChunkIndex(16)
+    other.add(np.arange(1000, 1300), unit(300, seed=8))
+    new = ix.save(other, tmp_path, model_fingerprint="", db_generation=2)
+    assert new.generation == old.generation + 1 and new.file != old.file
+    assert np.array_equal(reader.search(q, 5)[1], before)  # the mapped file was not rewritten in place
+    assert ix.load(tmp_path)[0].ntotal == 300
+
+
+@pytest.mark.parametrize("planted", ["chunks.2.faiss", "chunks.2.faiss.tmp", "manifest.json.tmp"])
+def test_saving_never_writes_through_a_planted_symlink(tmp_path, filled, planted):
+    index_dir, victim = tmp_path / "idx", tmp_path / "victim.txt"
+    ix.save(filled[0], index_dir, model_fingerprint="", db_generation=1)
+    victim.write_text("precious")
+    (index_dir / planted).symlink_to(victim)
+    m = ix.save(filled[0], index_dir, model_fingerprint="", db_generation=2)
+    assert victim.read_text() == "precious"
+    assert ix.load(index_dir, check_sha=True)[1].generation == m.generation
+    assert not (index_dir / ix.MANIFEST).is_symlink()
+
+
+def test_writer_lock_does_not_follow_a_planted_symlink(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / ".lock").symlink_to(victim)
+    with pytest.raises(ArchiveError, match="symlink"):
+        with ix.writer_lock(tmp_path / "idx"):
+            pass
+    assert victim.read_text() == "precious"
+
+
+# ---- one index folder per database (issue 13 item 7) -----------------------------------------------------
+
+
+def test_an_index_of_another_archive_is_refused(tmp_path, filled):
+    ix.save(filled[0], tmp_path, model_fingerprint="", db_generation=1, archive_id="archive-a")
+    assert ix.load(tmp_path, archive_id="archive-a")[1].archive_id == "archive-a"
+    with pytest.raises(ix.IndexMismatch, match="another archive"):
+        ix.load(tmp_path, archive_id="archive-b")
+    with pytest.raises(ArchiveError, match="another archive"):
+        ix.LiveIndex(tmp_path, archive_id="archive-b").current()
+    with pytest.raises(ArchiveError, match="another archive"):  # and a writer does not overwrite it
+        ix.save(filled[0], tmp_path, model_fingerprint="", db_generation=9, archive_id="archive-b")
+    assert ix.Manifest.read(tmp_path).db_generation == 1
+
+
+def test_default_index_dir_is_per_database(tmp_path):
+    a, b = ix.default_index_dir(tmp_path / "a.db"), ix.default_index_dir(tmp_path / "b.db")
+    assert a != b and a.parent == b.parent == tmp_path / "indexes"
+
+
+def test_default_index_dir_keeps_reading_an_old_shared_folder_of_this_database(tmp_path, filled):
+    ix.save(filled[0], tmp_path / "indexes", model_fingerprint="", db_generation=1)  # before archive ids
+    assert ix.default_index_dir(tmp_path / "a.db", "archive-a") == tmp_path / "indexes"
+    ix.save(filled[0], tmp_path / "indexes", model_fingerprint="", db_generation=2, archive_id="archive-a")
+    assert ix.default_index_dir(tmp_path / "a.db", "archive-a") == tmp_path / "indexes"
+    assert ix.default_index_dir(tmp_path / "b.db", "archive-b") == tmp_path / "indexes" / "b.db"
