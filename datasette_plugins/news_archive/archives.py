@@ -26,8 +26,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from archive import Archive, ArchiveError
-from archive.registry import resolve as resolve_model
+from archive import Archive, ArchiveError, registry
 
 PLUGIN = "news-archive"
 SETTINGS = {"index_dir", "model", "encoder"}
@@ -71,9 +70,14 @@ def settings(datasette, database: str) -> dict:
     config = datasette.plugin_config(PLUGIN, database=database) or {}
     return {
         "index_dir": config.get("index_dir") or os.environ.get("NEWS_ARCHIVE_INDEX_DIR") or None,
-        "model": resolve_model(config.get("model") or os.environ.get("NEWS_ARCHIVE_MODEL") or None),
+        "model": _model_folder(config.get("model") or os.environ.get("NEWS_ARCHIVE_MODEL") or None),
         "encoder": config.get("encoder") or None,
     }
+
+
+def _model_folder(model):
+    """A model name (`archive models`) as its folder; anything else as it is, checked by `validate_config`."""
+    return registry.resolve(model) if isinstance(model, str) and model in registry.MODELS else model
 
 
 def encoder_factory(spec: str) -> Callable[[], object]:
