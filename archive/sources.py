@@ -8,24 +8,19 @@ Paths are checked up front (SourceError for missing files and empty folders); af
 raises: it costs its own record, or the rest of its file when the file itself is broken. Every record keeps
 its origin ("path:LINE", "path" for one-article files, "path@OFFSET" for a WARC record) for messages.
 
-Inputs stream: files are decoded in chunks, so no reader holds a whole file, only one record at a time (at most
-RECORD_MAX_CHARS). `.gz`, `.bz2` and `.xz` files are read through their decompressor; the format comes from the
-extension in front of the compression suffix (`x.jsonl.gz`).
+Inputs stream (the byte and text layer is streams.py): files are decoded in chunks, so no reader holds a whole
+file, only one record at a time (at most RECORD_MAX_CHARS). `.gz`, `.bz2` and `.xz` files are read through
+their decompressor; the format comes from the extension in front of the compression suffix (`x.jsonl.gz`).
+WARC files (`.warc`, `.warc.gz`) give one record per HTML response; other records are counted in `skipped`.
 """
 
 from __future__ import annotations
 
-import bz2
-import codecs
 import csv
-import gzip
 import json
-import lzma
 import os
 import re
-import stat
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,11 +34,32 @@ from dateutil import parser as date_parser
 
 from .clean import clean_text, clean_title
 from .models import ArchiveError, Article, Rejection, SourceError
+from .streams import (
+    CHUNK,
+    COMPRESSION_SUFFIXES,
+    INT_LIMIT,
+    INT_MAX_DIGITS,
+    JSON,
+    NESTED,
+    Broken,
+    JsonWindow,
+    LongNumber,
+    Text,
+    byte_chunks,
+    decoded,
+    decompressed,
+    format_of,
+    json_error,
+    open_regular,
+    read_all,
+    split_lines,
+)
 
 __all__ = [
     "read_sources",
     "read_raw",
     "parse_raw",
+    "source_files",
     "normalise",
     "parse_date",
     "Raw",
@@ -58,7 +74,6 @@ __all__ = [
 Record = Article | Rejection
 
 ARTICLE_EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".html", ".htm", ".warc", ".txt", ".md")
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
 
 # Our field name -> accepted column names (compared after lower-casing, spaces/hyphens -> underscores).
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -82,8 +97,6 @@ TITLE_MAX = 120  # a derived title's length
 TITLE_LINE_MAX = 250  # a text file's first line longer than this is a paragraph, not a title
 RECORD_MAX_CHARS = 32 * 2**20  # one record (a JSON Lines line, a CSV row, an HTML page) at most; keeps memory flat
 MAX_DEPTH = 64  # nesting of a record's values
-INT_MAX_DIGITS = 4300  # Python's own limit on int <-> str conversion
-CHUNK = 2**20  # bytes read at a time
 
 # --- records between reading and parsing ------------------------------------------------------------------
 
@@ -166,8 +179,13 @@ def read_raw(
 ) -> RawReader:
     """Check every path (and the field map) now, then lazily yield one Raw per record, or a Rejection."""
     _check_field_map(field_map)  # parse_raw applies it; a bad one must fail here, before any work
-    files = [f for p in paths for f in _expand(p)]
-    return RawReader(files, encoding, stdin, max_record_chars)
+    return RawReader(source_files(paths), encoding, stdin, max_record_chars)
+
+
+def source_files(paths: Iterable[str]) -> list[str]:
+    """The files read_raw reads for these paths, in its order ("-" is stdin); SourceError for a missing path
+    or a folder without article files."""
+    return [f for p in paths for f in _expand(p)]
 
 
 def parse_raw(raw: Raw, field_map: dict[str, str] | None = None, max_body_chars: int = 2_000_000) -> Record:
@@ -225,187 +243,6 @@ def _iterate(
             yield from _read_file(path, encoding, limit, skipped)
 
 
-# --- opening and decoding ---------------------------------------------------------------------------------
-
-
-class _Broken(Exception):
-    """The file fails part-way (corrupt compression, undecodable bytes, a broken WARC): the rest is skipped."""
-
-
-_FILE_KINDS = [
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISSOCK, "a socket"),
-]
-
-
-def _not_regular(path: str, mode: int) -> str | None:
-    """Why a path is not a regular file (a symlink to /dev/zero named x.txt would never end), or None."""
-    if stat.S_ISREG(mode):
-        return None
-    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-    link = f"a symlink to {os.path.realpath(path)}, " if os.path.islink(path) else ""
-    return f"not a regular file ({link}{kind}); only regular files are read"
-
-
-def _open(path: str) -> BinaryIO:
-    problem = _not_regular(path, os.stat(path).st_mode)  # before opening: opening a device can have effects
-    if problem:
-        raise _Broken(problem)
-    # O_NONBLOCK: opening a named pipe must not wait for a writer (it is refused right after, by fstat)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    problem = _not_regular(path, os.fstat(fd).st_mode)
-    if problem:
-        os.close(fd)
-        raise _Broken(problem)
-    return os.fdopen(fd, "rb")
-
-
-_DECOMPRESS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
-    ".gz": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
-    ".bz2": lambda f: bz2.BZ2File(f),
-    ".xz": lambda f: lzma.LZMAFile(f),
-}
-_CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError)
-
-
-def _format_of(path: str) -> tuple[str, str | None]:
-    """The format's extension (in front of any compression suffix) and the compression suffix."""
-    name = path.lower()
-    suffix = next((s for s in COMPRESSION_SUFFIXES if name.endswith(s)), None)
-    inner = name[: -len(suffix)] if suffix else name
-    return os.path.splitext(inner)[1], suffix
-
-
-def _chunks(binary: BinaryIO, compressed: bool) -> Iterator[bytes]:
-    # read1 hands over what each decompression step made, so a corrupt tail loses only what comes after it
-    read, offset = (binary.read1 if compressed else binary.read), 0
-    while True:
-        try:
-            data = read(CHUNK)
-        except _CORRUPT as e:
-            if not compressed:
-                raise
-            raise _Broken(f"corrupt or truncated compressed data after {offset:,} bytes of text ({e})") from None
-        if not data:
-            return
-        offset += len(data)
-        yield data
-
-
-def _decoded(chunks: Iterator[bytes], encoding: str) -> Iterator[str]:
-    """Text chunks (NULs removed) from byte chunks; raises _Broken at the first undecodable byte."""
-    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-    try:
-        info = codecs.lookup("utf-8" if utf8 else encoding)
-    except LookupError:
-        info = None
-    if info is None or not info._is_text_encoding:  # rot13, base64, hex ... are not text encodings
-        raise _Broken(f"unknown encoding {encoding!r}")
-    decoder, offset, start = info.incrementaldecoder(), 0, True
-    for data in chain(chunks, [b""]):
-        pending = len(decoder.getstate()[0])
-        try:
-            text = decoder.decode(data, final=not data)
-        except UnicodeDecodeError as e:
-            name = "UTF-8" if utf8 else encoding
-            at = offset - pending + e.start
-            reason = f"not valid {name} (byte 0x{e.object[e.start]:02x} at offset {at});"
-            raise _Broken(f"{reason} re-encode it or pass --encoding") from None
-        except UnicodeError as e:
-            raise _Broken(f"not valid {encoding}: {e}") from None
-        offset += len(data)
-        if start and text:
-            text, start = (text[1:] if utf8 and text[0] == "\ufeff" else text), False  # a UTF-8 BOM is not text
-        if "\x00" in text:
-            text = text.replace("\x00", "")  # csv and lxml choke on NULs; they are never meaningful in articles
-        if text:
-            yield text
-
-
-class _Text:
-    """A file's decoded text, pulled chunk by chunk: peek at its start, then take all of it from the start."""
-
-    PEEK_MAX = 2**20
-
-    def __init__(self, chunks: Iterator[str]) -> None:
-        self._chunks, self.head = chunks, ""
-
-    def peek(self, n: int) -> str:
-        while len(self.head) < n and self._pull():
-            pass
-        return self.head[:n]
-
-    def first_char(self) -> str:
-        """The first non-blank character ("" for a blank file; looks at most PEEK_MAX characters ahead)."""
-        while not self.head.strip() and len(self.head) < self.PEEK_MAX and self._pull():
-            pass
-        return self.head.lstrip()[:1]
-
-    def take(self) -> Iterator[str]:
-        head, self.head = self.head, ""
-        return chain([head] if head else [], self._chunks)
-
-    def _pull(self) -> bool:
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            return False
-        self.head += chunk
-        return True
-
-
-def _read_all(chunks: Iterable[str], limit: int) -> str | None:
-    """The whole text, or None when it is longer than limit (reading stops there)."""
-    parts, size = [], 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return "".join(parts)
-
-
-_LINE_END = re.compile("(\r\n|\r|\n)")
-
-
-def _lines(chunks: Iterable[str], limit: int) -> Iterator[str | None]:
-    """Physical lines with their endings, split only at \\r\\n, \\r and \\n (like newline=""); None stands
-    for a line longer than limit, which is dropped as it streams past."""
-    pending: list[str] = []
-    size, skipping, held = 0, False, ""
-    for chunk in chunks:
-        chunk, held = held + chunk, ""
-        if chunk.endswith("\r"):  # may be half of a \r\n
-            chunk, held = chunk[:-1], "\r"
-        if "\r" in chunk:
-            parts = _LINE_END.split(chunk)
-            ends = parts[1::2]
-            parts = parts[0::2]
-        else:  # the usual case, and far quicker than the regex
-            parts = chunk.split("\n")
-            ends = ["\n"] * (len(parts) - 1)
-        for piece, end in zip(parts, ends):
-            line = piece + end
-            if skipping:
-                skipping = False
-                continue
-            if pending:
-                line, pending, size = "".join(pending) + line, [], 0
-            yield line if len(line) <= limit else None
-        tail = parts[-1]
-        if tail and not skipping:
-            pending.append(tail)
-            size += len(tail)
-            if size > limit:
-                yield None
-                pending, size, skipping = [], 0, True
-    rest = "".join(pending) + held
-    if rest and not skipping:
-        yield rest if len(rest) <= limit else None
-
-
 # --- files ------------------------------------------------------------------------------------------------
 
 
@@ -430,23 +267,23 @@ def _stdin_lines(stream: TextIO, limit: int) -> Iterator[str | None]:
 
 
 def _read_file(path: str, encoding: str, limit: int, skipped: Counter) -> Iterator[Raw | Rejection]:
-    ext, compression = _format_of(path)
+    ext, compression = format_of(path)
     count = 0
     try:
-        with _open(path) as f:
+        with open_regular(path) as f:
             # warcio reads .warc.gz itself, member by member, so that a corrupt member costs the file's rest only
             plain = compression is None or (ext == ".warc" and compression == ".gz")
-            binary = f if plain else _DECOMPRESS[compression](f)
+            binary = f if plain else decompressed(f, compression)
             if ext == ".warc":
                 reader = _read_warc(binary, path, limit, skipped)
             else:
                 reader = _read_text_file(
-                    _Text(_decoded(_chunks(binary, bool(compression)), encoding)), path, ext, limit
+                    Text(decoded(byte_chunks(binary, bool(compression)), encoding)), path, ext, limit
                 )
             for item in reader:
                 count += 1
                 yield item
-    except _Broken as e:
+    except Broken as e:
         yield Rejection(path, f"{e}; rest of the file skipped" if count else str(e))
     except OSError as e:
         yield Rejection(path, f"cannot read: {e.strerror or e}")
@@ -454,7 +291,7 @@ def _read_file(path: str, encoding: str, limit: int, skipped: Counter) -> Iterat
         yield Rejection(path, f"could not read: {type(e).__name__}: {e}")
 
 
-def _read_text_file(text: _Text, path: str, ext: str, limit: int) -> Iterator[Raw | Rejection]:
+def _read_text_file(text: Text, path: str, ext: str, limit: int) -> Iterator[Raw | Rejection]:
     first = text.first_char()
     if not first:
         yield Rejection(path, "empty file")
@@ -469,7 +306,7 @@ def _read_text_file(text: _Text, path: str, ext: str, limit: int) -> Iterator[Ra
     yield from reader(text, path, limit)
 
 
-def _reader_for(ext: str, first: str) -> Callable[[_Text, str, int], Iterator[Raw | Rejection]] | None:
+def _reader_for(ext: str, first: str) -> Callable[[Text, str, int], Iterator[Raw | Rejection]] | None:
     by_ext = {
         ".jsonl": _read_jsonl,
         ".ndjson": _read_jsonl,
@@ -486,11 +323,11 @@ def _reader_for(ext: str, first: str) -> Callable[[_Text, str, int], Iterator[Ra
     return {"[": _read_json, "{": _read_jsonl, "<": _read_whole("html")}.get(first)
 
 
-def _read_whole(kind: str, **meta: object) -> Callable[[_Text, str, int], Iterator[Raw | Rejection]]:
+def _read_whole(kind: str, **meta: object) -> Callable[[Text, str, int], Iterator[Raw | Rejection]]:
     """A one-article file (HTML page, text, markdown): read whole, up to the record limit."""
 
-    def read(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
-        whole = _read_all(text.take(), limit)
+    def read(text: Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
+        whole = read_all(text.take(), limit)
         if whole is None:
             yield Rejection(path, f"file too long: more than {limit:,} characters")
         else:
@@ -502,24 +339,8 @@ def _read_whole(kind: str, **meta: object) -> Callable[[_Text, str, int], Iterat
 # --- JSON -------------------------------------------------------------------------------------------------
 
 
-class _LongNumber(str):
-    """An integer literal with more digits than Python converts: kept as text so its record can be rejected."""
-
-
-def _parse_int(literal: str) -> int | str:
-    return int(literal) if len(literal.lstrip("-")) <= INT_MAX_DIGITS else _LongNumber(literal)
-
-
-_JSON = json.JSONDecoder(parse_int=_parse_int)
-_INT_LIMIT = 10**INT_MAX_DIGITS
-
-
-def _json_error(e: json.JSONDecodeError, where: str | None = None) -> str:
-    return f"invalid JSON: {e.msg} ({where or f'column {e.colno}'})"
-
-
 def _json_type(value: object) -> str:
-    kinds = [(bool, "a boolean"), ((int, float, _LongNumber), "a number"), (str, "a string"), (list, "an array")]
+    kinds = [(bool, "a boolean"), ((int, float, LongNumber), "a number"), (str, "a string"), (list, "an array")]
     return next((name for t, name in kinds if isinstance(value, t)), "null" if value is None else type(value).__name__)
 
 
@@ -533,32 +354,32 @@ def _jsonl(lines: Iterable[str | None], path: str, limit: int) -> Iterator[Raw |
             yield Raw("json", line, f"{path}:{lineno}")
 
 
-def _read_jsonl(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
+def _read_jsonl(text: Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
     # Only \n, \r\n and \r end a JSON Lines record: str.splitlines() would also split at U+2028, U+0085 and
     # friends, which JSON allows raw inside strings, breaking valid records and miscounting lines.
-    return _jsonl(_lines(text.take(), limit), path, limit)
+    return _jsonl(split_lines(text.take(), limit), path, limit)
 
 
-def _read_json(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
+def _read_json(text: Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
     first = text.first_char()
     if first == "[":
-        yield from _json_array(_Window(text.take()), path, limit)
+        yield from _json_array(JsonWindow(text.take()), path, limit)
     elif first == "{":
-        yield from _json_object_or_lines(_Window(text.take()), path, limit)
+        yield from _json_object_or_lines(JsonWindow(text.take()), path, limit)
     else:
         yield from _read_jsonl(text, path, limit)
 
 
-def _json_object_or_lines(w: _Window, path: str, limit: int) -> Iterator[Raw | Rejection]:
+def _json_object_or_lines(w: JsonWindow, path: str, limit: int) -> Iterator[Raw | Rejection]:
     """One object (origin: the file), or else several, one per line (the window still holds the start)."""
     got = w.decode(w.skip_ws(0), limit)
-    if isinstance(got, tuple) and got[0] is not _NESTED and w.rest_is_blank(got[1]):
+    if isinstance(got, tuple) and got[0] is not NESTED and w.rest_is_blank(got[1]):
         yield Raw("fields", got[0], path)
     else:
-        yield from _jsonl(_lines(chain([w.buf], w.chunks), limit), path, limit)
+        yield from _jsonl(split_lines(chain([w.buf], w.chunks), limit), path, limit)
 
 
-def _json_array(w: _Window, path: str, limit: int) -> Iterator[Raw | Rejection]:
+def _json_array(w: JsonWindow, path: str, limit: int) -> Iterator[Raw | Rejection]:
     """Decode the array element by element, streaming, so each record knows the line it starts on."""
     pos, index = w.skip_ws(0) + 1, 0  # past "["
     while True:
@@ -575,7 +396,7 @@ def _json_array(w: _Window, path: str, limit: int) -> Iterator[Raw | Rejection]:
             yield Rejection(origin, got + "; rest of the file skipped")
             return
         value, pos = got
-        if value is _NESTED:
+        if value is NESTED:
             yield Rejection(origin, "invalid JSON: nested too deeply")
         elif isinstance(value, dict):
             yield Raw("fields", value, origin)
@@ -597,102 +418,13 @@ def _json_array(w: _Window, path: str, limit: int) -> Iterator[Raw | Rejection]:
         yield Rejection(f"{path}:{w.line_at(pos + 1)}", "invalid JSON: extra data after the array (ignored)")
 
 
-_NESTED = object()  # a value too deep for the decoder, skipped over
-_WS = re.compile(r"[ \t\n\r]*")
-_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-
-
-class _Window:
-    """A sliding window over a text stream for the JSON readers: refills on demand, drops what was read, and
-    knows the line and column of any position in it."""
-
-    def __init__(self, chunks: Iterator[str]) -> None:
-        self.chunks, self.buf, self.eof = chunks, "", False
-        self._line, self._col0 = 1, 0  # line and column of buf[0]
-        self._seen, self._seen_line = 0, 1  # newline count cache: line number at buf index _seen
-
-    def more(self, want: int) -> bool:
-        """Read at least `want` more characters (fewer at the end); False at the end of the stream."""
-        parts = []
-        while not self.eof and sum(map(len, parts)) < want:
-            chunk = next(self.chunks, None)
-            if chunk is None:
-                self.eof = True
-            else:
-                parts.append(chunk)
-        self.buf += "".join(parts)
-        return bool(parts)
-
-    def skip_ws(self, pos: int) -> int:
-        while True:
-            pos = _WS.match(self.buf, pos).end()
-            if pos < len(self.buf) or not self.more(CHUNK):
-                return pos
-
-    def rest_is_blank(self, pos: int) -> bool:
-        return self.skip_ws(pos) >= len(self.buf)
-
-    def line_at(self, pos: int) -> int:
-        if pos < self._seen:
-            return self._line + self.buf.count("\n", 0, pos)
-        self._seen_line += self.buf.count("\n", self._seen, pos)
-        self._seen = pos
-        return self._seen_line
-
-    def col_at(self, pos: int) -> int:
-        nl = self.buf.rfind("\n", 0, pos)
-        return pos - nl if nl >= 0 else self._col0 + pos + 1
-
-    def compact(self, pos: int) -> int:
-        """Drop what is before pos once it is big; returns pos's new index."""
-        if pos < CHUNK:
-            return pos
-        self._line, self._col0 = self.line_at(pos), self.col_at(pos) - 1
-        self.buf, self._seen, self._seen_line = self.buf[pos:], 0, self._line
-        return 0
-
-    def decode(self, pos: int, limit: int) -> tuple[object, int] | str:
-        """(value, end) of the JSON value at pos, reading more as needed; or why there is none."""
-        while True:
-            try:
-                value, end = _JSON.raw_decode(self.buf, pos)
-                if end < len(self.buf) or self.eof:  # a number at the window's end may go on in the next chunk
-                    return value, end
-            except json.JSONDecodeError as e:
-                if self.eof or not (e.pos >= len(self.buf) - 16 or e.msg.startswith("Unterminated string")):
-                    return _json_error(e, f"line {self.line_at(e.pos)} column {self.col_at(e.pos)}")
-            except RecursionError:
-                end = _skip_value(self.buf, pos)
-                if end is not None:
-                    return _NESTED, end
-                if self.eof:
-                    return "invalid JSON: nested too deeply"
-            if len(self.buf) - pos > limit:
-                return f"record too long: more than {limit:,} characters"
-            self.more(max(CHUNK, len(self.buf) - pos))
-
-
-def _skip_value(text: str, pos: int) -> int | None:
-    """End of the bracketed value at pos, found without recursion (for values too deep to decode)."""
-    depth = 0
-    for m in _BRACKETS.finditer(text, pos):
-        token = m.group()
-        if token in "[{":
-            depth += 1
-        elif token in "]}":
-            depth -= 1
-            if depth == 0:
-                return m.end()
-    return None
-
-
 # --- CSV --------------------------------------------------------------------------------------------------
 
 SNIFF_CHARS = 4096
 
 
 def _sniff_dialect(sample: str, path: str) -> type[csv.Dialect] | csv.Dialect:
-    fallback = csv.excel_tab if _format_of(path)[0] == ".tsv" else csv.excel
+    fallback = csv.excel_tab if format_of(path)[0] == ".tsv" else csv.excel
     if "\n" in sample[1:]:  # whole lines only: a cut line would skew the sniffer's column counts
         sample = sample[: sample.rindex("\n") + 1]
     try:
@@ -747,10 +479,10 @@ class _RowLines:
         return self._next == ""
 
 
-def _read_csv(text: _Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
+def _read_csv(text: Text, path: str, limit: int) -> Iterator[Raw | Rejection]:
     csv.field_size_limit(2**31 - 1)  # bodies of several MB are real; rows are capped by _RowLines
     dialect = _sniff_dialect(text.peek(SNIFF_CHARS), path)
-    lines = _RowLines(_lines(text.take(), limit), limit)
+    lines = _RowLines(split_lines(text.take(), limit), limit)
     reader = csv.reader(lines, dialect)
     header: list[str] | None = None
     while True:
@@ -809,7 +541,7 @@ def _read_warc(binary: BinaryIO, path: str, limit: int, skipped: Counter) -> Ite
             item = _warc_item(record, f"{path}@{offset}", limit, skipped)
         except Exception as e:  # noqa: BLE001 - warcio raises many types on a corrupt or truncated file
             where = f"at offset {offset:,}" if offset is not None else "after the last good record"
-            raise _Broken(f"corrupt or truncated WARC {where} ({type(e).__name__}: {e})") from None
+            raise Broken(f"corrupt or truncated WARC {where} ({type(e).__name__}: {e})") from None
         if item is not None:
             yield item
 
@@ -862,9 +594,9 @@ def _parse_fields(raw: Raw, field_map: dict[str, str] | None, max_body_chars: in
 
 def _parse_json(raw: Raw, field_map: dict[str, str] | None, max_body_chars: int) -> Record:
     try:
-        value = _JSON.decode(raw.payload)
+        value = JSON.decode(raw.payload)
     except json.JSONDecodeError as e:
-        return Rejection(raw.origin, _json_error(e))
+        return Rejection(raw.origin, json_error(e))
     except RecursionError:
         return Rejection(raw.origin, "invalid JSON: nested too deeply")
     return _parse_fields(Raw("fields", value, raw.origin), field_map, max_body_chars)
@@ -966,7 +698,7 @@ def _check_values(fields: dict) -> str | None:
                 return f"a value is nested more than {MAX_DEPTH} levels deep"
             items = value.values() if isinstance(value, dict) else value
             stack.extend((v, depth + 1) for v in items)
-        elif isinstance(value, _LongNumber) or (isinstance(value, int) and abs(value) >= _INT_LIMIT):
+        elif isinstance(value, LongNumber) or (isinstance(value, int) and abs(value) >= INT_LIMIT):
             return f"a number has more than {INT_MAX_DIGITS:,} digits"
     return None
 

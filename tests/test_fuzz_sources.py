@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archive import Archive, sources
+from archive import Archive, streams
 from archive import index as ix
 from archive.clean import clean_text, clean_title
 from archive.models import Article, Rejection
@@ -187,12 +187,12 @@ def test_deep_values_and_long_numbers_cost_only_their_record(folder, bad, fmt):
 
 @contextmanager
 def chunk_size(n: int):
-    saved = sources.CHUNK
-    sources.CHUNK = n
+    saved = streams.CHUNK
+    streams.CHUNK = n
     try:
         yield
     finally:
-        sources.CHUNK = saved
+        streams.CHUNK = saved
 
 
 line_end = st.sampled_from(["\n", "\r\n", "\r"])
