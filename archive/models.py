@@ -56,6 +56,12 @@ class Result:
     published: str | None
     score: float
     passage: str
+    same_story: bool | None = None  # related coverage only: on the article's story, or a related topic
+    story_id: int | None = None  # the result's story (archive/stories.py), when stories are built
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("same_story", "story_id"):  # absent rather than null where they do not apply
+            if d[key] is None:
+                d.pop(key)
+        return d

@@ -6,6 +6,7 @@ import asyncio
 
 from datasette import hookimpl
 
+from . import stories as story_views
 from . import views
 from .archives import archives, has_archive_tables, validate_config
 from .permissions import can_view
@@ -20,6 +21,8 @@ def register_routes():
         (rf"^/{DB}/-/semantic(?P<format>\.json)?$", views.semantic),
         # Any id segment: a non-numeric one gets the plugin's own 400 rather than a bare 404.
         (rf"^/{DB}/articles/(?P<id>[^/]+)/-/related(?P<format>\.json)?$", views.related),
+        (rf"^/{DB}/-/stories(?P<format>\.json)?$", story_views.story_index),
+        (rf"^/{DB}/-/stories/(?P<id>[^/.]+)(?P<format>\.json)?$", story_views.story),
     ]
 
 
@@ -77,7 +80,7 @@ def menu_links(datasette, actor):
 
 @hookimpl
 def extra_template_vars(view_name, database, table, request, datasette):
-    """`news_archive_related_url` for an article's row page (row.html shows the "Find related coverage" link)."""
+    """`news_archive_related_url` and `news_archive_story_url` for an article's row page (row.html links them)."""
 
     async def inner():
         pk = request.url_vars.get("pks", "") if request else ""
@@ -85,7 +88,10 @@ def extra_template_vars(view_name, database, table, request, datasette):
             return {}
         if not await visible_archive(datasette, request.actor, database):
             return {}
-        return {"news_archive_related_url": views.related_path(datasette, database, pk)}
+        return {
+            "news_archive_related_url": views.related_path(datasette, database, pk),
+            "news_archive_story_url": await story_views.story_url_for(datasette, database, int(pk)),
+        }
 
     return inner
 
