@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import index as ix
+from . import params as rules
 from .api import Archive
 from .models import ArchiveError, Result
 
@@ -98,9 +99,14 @@ def filter_options(fn):
     fn = click.option("--until", help="Published on or before this date (YYYY-MM-DD)")(fn)
     fn = click.option("--since", help="Published on or after this date (YYYY-MM-DD)")(fn)
     fn = click.option("--outlet", help="Only this outlet (e.g. bbc.co.uk)")(fn)
-    fn = click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many articles")(
-        fn
-    )
+    fn = click.option(
+        "-k",
+        "k",
+        default=rules.DEFAULT_K,
+        show_default=True,
+        type=click.IntRange(1, rules.MAX_K),
+        help="How many articles",
+    )(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts")(fn)
     return fn
 
@@ -291,7 +297,7 @@ def _echo_load_report(report) -> None:
 @click.argument("query", required=False)
 @archive_options
 @filter_options
-@click.option("--mode", type=click.Choice(["semantic", "hybrid", "keyword"]), default="hybrid", show_default=True)
+@click.option("--mode", type=click.Choice(rules.MODES), default=rules.DEFAULT_MODE, show_default=True)
 @click.option(
     "--batch",
     "batch_file",
@@ -331,8 +337,10 @@ def search(query, db_path, index_dir, model, as_json, k, outlet, since, until, m
     help='JSON Lines of {"article": ID_OR_URL, "k": ..., "mode": ..., "window": ..., "other_outlets": ...};'
     " one JSON answer a line, in order",
 )
-@click.option("--mode", type=click.Choice(["semantic", "hybrid", "keyword"]), default="hybrid", show_default=True)
-@click.option("--window", type=click.IntRange(0, 36500), help="Only articles published within DAYS of it")
+@click.option("--mode", type=click.Choice(rules.MODES), default=rules.DEFAULT_MODE, show_default=True)
+@click.option(
+    "--window", type=click.IntRange(0, rules.MAX_WINDOW_DAYS), help="Only articles published within DAYS of it"
+)
 @click.option("--other-outlets", is_flag=True, help="Rank other outlets' coverage before the article's own outlet")
 def related(
     article, db_path, index_dir, model, as_json, k, outlet, since, until, batch_file, mode, window, other_outlets
@@ -380,12 +388,17 @@ BATCH_OPTIONS = {
 
 
 def _check_batch_options(n: int, opts: dict) -> None:
-    if "k" in opts and (type(opts["k"]) is not int or not 1 <= opts["k"] <= 1000):
-        raise ArchiveError(f"line {n}: k must be an integer from 1 to 1000")
-    if opts.get("window") is not None and (type(opts["window"]) is not int or not 0 <= opts["window"] <= 36500):
-        raise ArchiveError(f"line {n}: window must be a number of days from 0 to 36500")
-    if "other_outlets" in opts and type(opts["other_outlets"]) is not bool:
-        raise ArchiveError(f"line {n}: other_outlets must be true or false")
+    try:
+        if "k" in opts:
+            opts["k"] = rules.check_k(opts["k"] if type(opts["k"]) is int else -1)
+        if "mode" in opts:
+            opts["mode"] = rules.check_mode(opts["mode"])
+        if "window" in opts:
+            opts["window"] = rules.check_window(opts["window"])
+        if "other_outlets" in opts and type(opts["other_outlets"]) is not bool:
+            raise ArchiveError("other_outlets must be true or false")
+    except ArchiveError as e:
+        raise ArchiveError(f"line {n}: {e}") from None
 
 
 def _run_batch(lines, key: str, answer) -> None:

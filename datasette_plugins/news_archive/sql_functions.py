@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 import logging
 
-from archive import search as srch
+from archive import params
 
 from .permissions import sql_functions_allowed
-from .views import DEFAULT_K, MAX_K, MAX_QUERY_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +39,15 @@ def _as_int(value, what: str) -> int:
 
 def _check_k(k) -> int:
     k = _as_int(k, "k")
-    if not 1 <= k <= MAX_K:
-        raise SQLFunctionError(f"k must be from 1 to {MAX_K}, not {k}")
+    if not 1 <= k <= params.MAX_K:
+        raise SQLFunctionError(f"k must be from 1 to {params.MAX_K}, not {k}")
     return k
 
 
 def semantic_hits(arc, query: str, k: int) -> list[dict]:
     """Semantic search hits with their best chunk (the library's Results do not carry the chunk id)."""
+    from archive import search as srch
+
     index = arc.live.current()[0]
     hits = srch.semantic_hits(arc.db, index, arc.encoder.encode([query]), k, srch.Filters())
     ranked = sorted(hits.items(), key=lambda kv: -kv[1][0])[:k]
@@ -67,7 +68,7 @@ def make_functions(datasette, database: str, handle_for):
     """The two SQL functions for one database; `handle_for()` gives its ArchiveHandle (opened lazily)."""
 
     def guarded(name, fn):
-        def sql_function(arg, k=DEFAULT_K):
+        def sql_function(arg, k=params.DEFAULT_K):
             try:
                 if not sql_functions_allowed(datasette, database):
                     raise SQLFunctionError(f"{name}() is off: the articles table has an allow block "
@@ -83,8 +84,8 @@ def make_functions(datasette, database: str, handle_for):
         return sql_function
 
     def search(arc, query, k):
-        if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS:
-            raise SQLFunctionError(f"query must be text of 1 to {MAX_QUERY_CHARS} characters")
+        if not isinstance(query, str) or not query.strip() or len(query) > params.MAX_QUERY_CHARS:
+            raise SQLFunctionError(f"query must be text of 1 to {params.MAX_QUERY_CHARS} characters")
         return semantic_hits(arc, query, k)
 
     def related(arc, article_id, k):

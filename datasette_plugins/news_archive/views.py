@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date
 
 from datasette import Response
 from datasette.utils import add_cors_headers, tilde_decode
 from datasette.utils.asgi import BadRequest, Forbidden, NotFound
 
 from archive import ArchiveError, ArticleNotFound, IndexCorrupt, IndexMissing
+from archive import params as rules
 
 from .archives import archives
 from .permissions import ensure_can_view
-
-MAX_QUERY_CHARS = 1000
-MAX_K = 100
-DEFAULT_K = 10
-MODES = ("hybrid", "semantic", "keyword")
 
 
 class Unavailable(BadRequest):
@@ -35,7 +30,7 @@ class Unavailable(BadRequest):
 @dataclass
 class SearchParams:
     q: str = ""
-    k: int = DEFAULT_K
+    k: int = rules.DEFAULT_K
     mode: str = "hybrid"
     outlet: str = ""
     since: str = ""
@@ -45,16 +40,16 @@ class SearchParams:
         return {"outlet": self.outlet or None, "since": self.since or None, "until": self.until or None}
 
 
-def parse_k(value: str | None) -> int:
-    if value in (None, ""):
-        return DEFAULT_K
+def checked(check, *args):
+    """A rule from `archive.params` (imported as `rules`), its ArchiveError answered as 400."""
     try:
-        k = int(value)
-    except ValueError:
-        raise BadRequest(f"k must be a whole number from 1 to {MAX_K}") from None
-    if not 1 <= k <= MAX_K:
-        raise BadRequest(f"k must be from 1 to {MAX_K}")
-    return k
+        return check(*args)
+    except ArchiveError as e:
+        raise BadRequest(str(e)) from None
+
+
+def parse_k(value: str | None) -> int:
+    return checked(rules.check_k, value)
 
 
 def parse_id(value: str) -> int:
@@ -65,22 +60,13 @@ def parse_id(value: str) -> int:
 
 
 def parse_date(value: str | None, name: str) -> str:
-    value = (value or "").strip()
-    if value:
-        try:
-            date.fromisoformat(value[:10])
-        except ValueError:
-            raise BadRequest(f"{name} must be a date (YYYY-MM-DD), not {value[:40]!r}") from None
-    return value
+    return checked(rules.parse_date, value, name) or ""
 
 
 def search_params(args) -> SearchParams:
     q = (args.get("q") or "").strip()
-    if len(q) > MAX_QUERY_CHARS:
-        raise BadRequest(f"q is too long ({len(q):,} characters; at most {MAX_QUERY_CHARS:,})")
-    mode = args.get("mode") or "hybrid"
-    if mode not in MODES:
-        raise BadRequest(f"mode must be one of {', '.join(MODES)}")
+    q = checked(rules.check_query, q) if q else ""
+    mode = checked(rules.check_mode, args.get("mode"))
     return SearchParams(q, parse_k(args.get("k")), mode, (args.get("outlet") or "").strip(),
                         parse_date(args.get("since"), "since"), parse_date(args.get("until"), "until"))
 
@@ -166,7 +152,7 @@ async def semantic(datasette, request):
     if wants_json(request):
         return json_response(datasette, {"query": params.q, "results": [r.to_dict() for r in results],
                                          "loading": loading})
-    context = {"database": database, "params": params, "modes": MODES, "max_k": MAX_K,
+    context = {"database": database, "params": params, "modes": rules.MODES, "max_k": rules.MAX_K,
                "outlets": await outlets(datasette, database), "results": results, "loading": loading,
                "links": result_links(datasette, database, results)}
     return await render(datasette, request, "news_archive_semantic.html", context)
@@ -181,7 +167,7 @@ async def related(datasette, request):
     article, results = await library_call(handle, lambda arc: (arc.article(article_id), arc.related(article_id, k=k)))
     if wants_json(request):
         return json_response(datasette, {"query": str(article_id), "results": [r.to_dict() for r in results]})
-    context = {"database": database, "article": article, "k": k, "max_k": MAX_K, "results": results,
+    context = {"database": database, "article": article, "k": k, "max_k": rules.MAX_K, "results": results,
                "article_url": datasette.urls.row(database, "articles", str(article_id)),
                "links": result_links(datasette, database, results)}
     return await render(datasette, request, "news_archive_related.html", context)
