@@ -64,12 +64,18 @@ def synthesise(base: np.ndarray, n: int, seed: int = 0, noise: float = 0.02) -> 
     return out
 
 
-def latency_ms(index: ix.ChunkIndex, queries: np.ndarray, k: int = 10, exact=None) -> tuple[float, float, np.ndarray]:
+def latency_ms(
+    index: ix.ChunkIndex, queries: np.ndarray, k: int = 10, exact=None, cpu: list | None = None
+) -> tuple[float, float, np.ndarray]:
+    """p50 and p95 wall ms per query and the ids found; `cpu` collects each query's thread CPU ms (what a
+    query costs on an idle core, whatever else the machine is running)."""
     times, found = [], []
     for q in queries:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         _, ids = index.search(q, k, exact=exact)
         times.append((time.perf_counter() - t) * 1000)
+        if cpu is not None:
+            cpu.append((time.thread_time() - c) * 1000)
         found.append(ids[0])
     return float(np.percentile(times, 50)), float(np.percentile(times, 95)), np.array(found)
 
@@ -190,9 +196,9 @@ def scale_kind(kind: str, n: int, dim: int, batches, truth: np.ndarray, queries,
 
     rss_before = rss_mb()
     reset_peak_rss()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     index = ix.build_streaming(dim, timed, n, kind)
-    build = time.perf_counter() - t0
+    build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = rss_mb("VmHWM")
     train = (marks[1] - marks[0]) if len(marks) > 1 else 0.0
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
@@ -202,7 +208,8 @@ def scale_kind(kind: str, n: int, dim: int, batches, truth: np.ndarray, queries,
     rows, default = [], index.nprobe
     for nprobe in sorted(set(nprobes) | {default}):
         index.nprobe = nprobe
-        p50, p95, found = latency_ms(index, queries, exact=lambda ids: truth[ids - 1])
+        cpu: list[float] = []
+        p50, p95, found = latency_ms(index, queries, exact=lambda ids: truth[ids - 1], cpu=cpu)
         raw = recall(index.search(queries, 10)[1], exact_ids)
         rows.append(
             dict(n=n, kind=kind, nprobe=nprobe, default_nprobe=nprobe == default, build_s=round(build, 1),
@@ -210,7 +217,9 @@ def scale_kind(kind: str, n: int, dim: int, batches, truth: np.ndarray, queries,
                  rss_before_mb=round(rss_before), peak_rss_mb=round(peak), index_bytes=manifest.size,
                  code_bytes=ix.faiss.extract_index_ivf(index.index).code_size, nlist=ix.ivf_lists(n),
                  recall_at_10=round(recall(found, exact_ids), 4), recall_at_10_raw=round(raw, 4),
-                 rescore_depth=ix.rescore_depth(10), p50_ms=round(p50, 2), p95_ms=round(p95, 2))
+                 rescore_depth=ix.rescore_depth(10), p50_ms=round(p50, 2), p95_ms=round(p95, 2),
+                 build_cpu_s=round(build_cpu, 1), p50_cpu_ms=round(float(np.percentile(cpu, 50)), 2),
+                 p95_cpu_ms=round(float(np.percentile(cpu, 95)), 2))
         )  # fmt: skip
         print(rows[-1], flush=True)
     return rows
@@ -227,6 +236,8 @@ def extrapolate(row: dict, dim: int, target: int = TARGET) -> dict:
     return dict(
         n=target, kind=row["kind"], nprobe=row["nprobe"], nlist=nlist, index_bytes=index_bytes,
         build_s=round(row["train_s"] * r + row["add_s"] * r**1.5),
+        build_cpu_s=round(row["build_cpu_s"] * r**1.5),  # an upper bound: training grows only ~ n
+        p95_cpu_ms=round(row["p95_cpu_ms"] * r**0.5, 1),
         peak_rss_mb=round(row["rss_before_mb"] + (index_bytes + sample_bytes + BATCH * dim * 4) / 2**20),
         p95_ms=round(row["p95_ms"] * r**0.5, 1), measured_at=n,
     )  # fmt: skip
