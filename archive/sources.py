@@ -530,17 +530,17 @@ def _read_warc(binary: BinaryIO, path: str, limit: int, skipped: Counter) -> Ite
     """Each HTML response record becomes a Raw("html"); other records are counted in `skipped`."""
     from warcio.archiveiterator import ArchiveIterator  # only WARC loads pay for the import
 
-    records = ArchiveIterator(binary)
+    records, offset = ArchiveIterator(binary), None
     while True:
-        offset = None
+        where = "at its start" if offset is None else f"after offset {offset:,}"
         try:
             record = next(records, None)
             if record is None:
                 return
             offset = records.offset  # the record's start; get_record_offset() would read past its content
+            where = f"at offset {offset:,}"
             item = _warc_item(record, f"{path}@{offset}", limit, skipped)
         except Exception as e:  # noqa: BLE001 - warcio raises many types on a corrupt or truncated file
-            where = f"at offset {offset:,}" if offset is not None else "after the last good record"
             raise Broken(f"corrupt or truncated WARC {where} ({type(e).__name__}: {e})") from None
         if item is not None:
             yield item

@@ -49,6 +49,7 @@ def _not_regular(path: str, mode: int) -> str | None:
 
 
 def open_regular(path: str) -> BinaryIO:
+    """The file opened for reading, following symlinks; Broken for anything but a regular file."""
     problem = _not_regular(path, os.stat(path).st_mode)  # before opening: opening a device can have effects
     if problem:
         raise Broken(problem)
@@ -83,6 +84,7 @@ def format_of(path: str) -> tuple[str, str | None]:
 
 
 def byte_chunks(binary: BinaryIO, compressed: bool) -> Iterator[bytes]:
+    """CHUNK-sized pieces of a binary stream; Broken when decompression fails part-way."""
     # read1 hands over what each decompression step made, so a corrupt tail loses only what comes after it
     read, offset = (binary.read1 if compressed else binary.read), 0
     while True:
@@ -91,7 +93,7 @@ def byte_chunks(binary: BinaryIO, compressed: bool) -> Iterator[bytes]:
         except _CORRUPT as e:
             if not compressed:
                 raise
-            raise Broken(f"corrupt or truncated compressed data after {offset:,} bytes of text ({e})") from None
+            raise Broken(f"corrupt or truncated compressed data after {offset:,} decompressed bytes ({e})") from None
         if not data:
             return
         offset += len(data)

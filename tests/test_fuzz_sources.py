@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,11 @@ def check(got: list, path: str, line_max: int | None = None, kind: str = "") -> 
     TRIED[kind] = TRIED.get(kind, 0) + 1
     for item in got:
         assert isinstance(item, (Article, Rejection)), item
-        assert item.origin == path or item.origin.startswith(path + ":"), (item.origin, path)
+        assert item.origin == path or item.origin[len(path) : len(path) + 1] in (":", "@"), (item.origin, path)
         rest = item.origin[len(path) + 1 :]
-        if rest:
-            assert rest.isdigit() and 1 <= int(rest) <= (line_max or 10**9), item
+        if rest:  # a line that exists, or a WARC record's byte offset
+            assert rest.isdigit() and int(rest) <= (line_max or 10**9), item
+            assert int(rest) >= 1 or item.origin[len(path)] == "@", item
         if isinstance(item, Rejection):
             assert item.reason and "Traceback" not in item.reason
             assert not item.reason.startswith("could not read:"), item  # a parser bug caught by the last resort
@@ -406,6 +408,58 @@ def test_random_bytes_with_format_prefixes(folder, data, ext, prefix):
     path = folder / f"bytes{ext}"
     path.write_bytes(prefix + data)
     check(read(path), str(path), lines_of(path), "bytes")
+
+
+@lru_cache(maxsize=2)
+def small_warc(gz: bool) -> bytes:
+    """A real crawl in miniature: warcinfo, two article pages, an image, each with its request."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    buf = io.BytesIO()
+    w = WARCWriter(buf, gzip=gz)
+    w.write_record(w.create_warcinfo_record("small.warc", {"software": "tests"}))
+    pages = [
+        (
+            "https://e.com/a",
+            "text/html",
+            b"<html><head><title>Harbour reopens</title></head><body><article><p>"
+            + b"The harbour reopened on Monday after two weeks of repairs to the pier. " * 8
+            + b"</p></article></body></html>",
+        ),
+        ("https://e.com/b.jpg", "image/jpeg", b"\xff\xd8\xff\xe0" + bytes(range(256))),
+        ("https://e.com/c", "text/html; charset=utf-8", "<p>Caf\u00e9 owners agreed on a new lease. </p>".encode() * 9),
+    ]
+    for url, ctype, body in pages:
+        request = StatusAndHeaders("GET / HTTP/1.1", [("Host", "e.com")], is_http_request=True)
+        w.write_record(w.create_warc_record(url, "request", http_headers=request))
+        response = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
+        w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=response))
+    return buf.getvalue()
+
+
+@settings(FUZZ, max_examples=80)
+@given(
+    gz=st.booleans(),
+    cut=st.integers(0, 4000),
+    flips=st.lists(st.tuples(st.integers(0, 6000), st.integers(0, 255)), max_size=4),
+    junk=st.binary(max_size=200),
+)
+def test_warc_cut_corrupted_or_followed_by_junk(folder, gz, cut, flips, junk):
+    """A damaged WARC costs at most its own rest: never an exception, never a parser-bug rejection."""
+    data = bytearray(small_warc(gz))
+    for pos, byte in flips:
+        if pos < len(data):
+            data[pos] = byte
+    path = folder / ("w.warc.gz" if gz else "w.warc")
+    path.write_bytes(bytes(data[: max(0, len(data) - cut)]) + junk)
+    records = read_sources([str(path)])
+    got = check(list(records), str(path), len(data) + len(junk), "warc")
+    assert sum(isinstance(g, Rejection) and g.origin == str(path) for g in got) <= 1
+    assert all(isinstance(n, int) and n > 0 for n in records.skipped.values())
+    if not flips and not cut and not junk:
+        assert [type(g).__name__ for g in got] == ["Article", "Article"]
+        assert records.skipped == {"WARC warcinfo record": 1, "WARC request record": 3, "WARC response not HTML": 1}
 
 
 # --- the cleaner -----------------------------------------------------------------------------------------
