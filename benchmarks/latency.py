@@ -2,6 +2,7 @@
 
     python -m benchmarks.latency                          # 10k and 100k chunks
     python -m benchmarks.latency --sizes 10000,100000,1000000
+    python -m benchmarks.latency --startup                # one-off `archive search` and `archive serve` startup
 
 Each archive is synthesised from the real corpus: NewsArticles titles and text (cycled, made unique), four
 chunks an article, chunk vectors mixed from real sentence vectors (see benchmarks/ann.py), recorded as
@@ -181,11 +182,71 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def archive_cmd() -> list[str]:
+    """This interpreter's `archive` script (what a user runs after `pip install .`), else `python -m archive.cli`."""
+    script = Path(sys.executable).parent / "archive"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "archive.cli"]
+
+
+def one_off_search_s(path: Path, index_dir: Path, query: str = "flooding after the cyclone") -> float:
+    """Wall seconds of a whole `archive search` process, start to exit (it must succeed)."""
+    cmd = [*archive_cmd(), "search", query, "--db", str(path), "--index-dir", str(index_dir), "-k", "5"]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    took = time.perf_counter() - started
+    if proc.returncode != 0 or "1." not in proc.stdout:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-500:]}")
+    return took
+
+
+def import_profile(path: Path, index_dir: Path, top: int = 12) -> tuple[list[tuple[str, float]], bool]:
+    """`python -X importtime` of a one-off search: the top-level packages by cumulative import seconds, and
+    whether torch was imported at all (it must not be)."""
+    code = "import sys; from archive.cli import cli; cli(sys.argv[1:])"
+    cmd = [sys.executable, "-X", "importtime", "-c", code, "search", "flooding", "--db", str(path),
+           "--index-dir", str(index_dir), "-k", "5"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    totals: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line or "cumulative" in line:
+            continue
+        _, cumulative, name = line.split("|")
+        if name.startswith(" ") and not name.startswith("  "):  # imported by the program itself, not a module
+            top_name = name.strip().split(".")[0]
+            totals[top_name] = totals.get(top_name, 0.0) + int(cumulative.split(":")[-1]) / 1e6
+    torch = any(line.rstrip().endswith(" torch") for line in proc.stderr.splitlines())
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:top], torch
+
+
+def startup(runs: int = 3) -> dict:
+    """The plain-install targets: first semantic answer after `archive serve` starts, and a one-off `archive
+    search`, on a torch-embedded 10,000-chunk archive whose ONNX query encoder the load made."""
+    rows = corpus_rows()
+    with tempfile.TemporaryDirectory() as tmp:
+        path, index_dir = Path(tmp) / "startup.db", Path(tmp) / "idx"
+        make_archive(path, index_dir, 10_000, rows, real_vectors(300), backend="torch")
+        Encoder().prepare_queries()  # what `archive load` does after embedding with torch
+        one_off = [one_off_search_s(path, index_dir) for _ in range(runs)]
+        first = [serve_start(path, index_dir)[0] for _ in range(runs)]
+        imports, torch = import_profile(path, index_dir)
+    out = {"python": sys.executable, "one-off search s": one_off, "first answer s": first, "torch imported": torch}
+    print(f"interpreter {sys.executable}")
+    print("one-off `archive search` (s):      " + "  ".join(f"{t:.2f}" for t in one_off))
+    print("first answer after `archive serve` (s): " + "  ".join(f"{t:.2f}" for t in first))
+    print(f"torch imported by a search: {torch}; imports by cumulative s (-X importtime):")
+    print("  " + ", ".join(f"{name} {s:.2f}" for name, s in imports))
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--startup", action="store_true", help="Only the startup targets (one-off search, serve)")
+    parser.add_argument("--runs", type=int, default=3, help="With --startup: runs of each")
     args = parser.parse_args(argv)
+    if args.startup:
+        return [startup(args.runs)]
     rows, base = corpus_rows(), real_vectors()
     queries = [r["title"] for r in rows[-args.queries :]]
     results = []
