@@ -36,7 +36,7 @@ from . import shards
 from .ingest import LoadOptions, LoadReport, LoadStopped, prepare_queries, write_prepared
 from .models import ArchiveError, Rejection
 from .prepare import Prepared, Preparer, TokenizerSpec, prepare_item
-from .sources import RECORD_MAX_CHARS, parse_raw, read_raw
+from .sources import RECORD_MAX_CHARS, parse_raw, read_raw, source_files
 
 TASK_RETRIES = 3  # a read or prepare task whose worker dies runs again, up to this many times
 ACTOR_RESTARTS = 3  # an embedding actor that dies is restarted, and its batch retried, up to this many times
@@ -94,12 +94,12 @@ def load_ray(arc, paths: Iterable[str], opts: LoadOptions, ray_opts: RayOptions)
     if ray_opts.parquet_out and opts.on_error == "stop":
         raise ArchiveError("--on-error stop needs a load into the archive; --parquet-out keeps rejections instead")
     arc._refuse_during_switch()  # as Archive.load: never load into a half-switched model
-    files = input_files(paths, opts)
+    files = input_files(paths, opts)  # (absolute path to open, path as given, for origins)
     encoder = arc.encoder
     spec = encoder.tokenizer_spec()
     if spec is None:
         raise ArchiveError(f"{encoder.path}: no tokenizer.json, which Ray workers need to chunk for this model")
-    with ray_session(ray, ray_opts.address):
+    with ray_session(ray, ray_opts.address), data_context(ray_opts.block_bytes):
         plan = _plan(ray.cluster_resources(), ray_opts, encoder)
         known = None if ray_opts.parquet_out else str(Path(arc.db_path).resolve())
         tables = _pipeline(files, opts, spec, known, plan, encoder, ray_opts)
@@ -122,15 +122,30 @@ def import_ray():
     return ray
 
 
-def input_files(paths: Iterable[str], opts: LoadOptions) -> list[str]:
-    """The input files as absolute paths (workers may run elsewhere), checked as a local load checks them."""
-    from .sources import _expand
-
+def input_files(paths: Iterable[str], opts: LoadOptions) -> list[tuple[str, str]]:
+    """Each input file as (absolute path, for workers elsewhere; path as given, for record origins), checked
+    as a local load checks them."""
     paths = list(paths)
     if "-" in paths:
         raise ArchiveError("--engine ray reads files on its workers, not stdin; save the input to a file first")
     read_raw(paths, opts.field_map)  # raises SourceError / ArchiveError for missing paths or a bad field map
-    return [f for p in paths for f in _expand(os.path.abspath(p))]
+    return [(os.path.abspath(f), f) for f in source_files(paths)]
+
+
+@contextmanager
+def data_context(block_bytes: int):
+    """Ray Data settings for this load, restored afterwards (the caller's session may run other datasets)."""
+    import ray.data as rd
+
+    ctx = rd.DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.execution_options.preserve_order, ctx.target_max_block_size)
+    ctx.enable_progress_bars = False  # the CLI draws its own bar
+    ctx.execution_options.preserve_order = True  # a URL given twice ends as its last copy, as locally
+    ctx.target_max_block_size = block_bytes
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.execution_options.preserve_order, ctx.target_max_block_size = saved
 
 
 @contextmanager
@@ -164,18 +179,21 @@ def _plan(resources: dict, ray_opts: RayOptions, encoder) -> _Plan:
 
 
 def _pipeline(
-    files: list[str], opts: LoadOptions, spec: TokenizerSpec, known: str | None, plan: _Plan, encoder, ray_opts
+    files: list[tuple[str, str]],
+    opts: LoadOptions,
+    spec: TokenizerSpec,
+    known: str | None,
+    plan: _Plan,
+    encoder,
+    ray_opts,
 ):
     """Shard-schema pyarrow tables, embedded, in input order, as the cluster produces them."""
     import ray.data as rd
 
-    ctx = rd.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the CLI draws its own bar
-    ctx.execution_options.preserve_order = True
-    ctx.target_max_block_size = ray_opts.block_bytes
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     dim = encoder.dimensions
-    ds = rd.from_items([{"path": f} for f in files], override_num_blocks=max(1, len(files)))
+    items = [{"path": path, "shown": shown} for path, shown in files]
+    ds = rd.from_items(items, override_num_blocks=max(1, len(files)))
     with warnings.catch_warnings():  # Ray >= 2.5x deprecates retry arguments here, but still honours them
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         # Different num_cpus keeps Ray from fusing reading and preparing into one task per file.
@@ -217,10 +235,14 @@ def _pipeline(
 
 
 def read_files(batch: dict, encoding: str, records_per_row: int) -> Iterator[dict]:
-    """A read task: each file's raw records (or rejections), `records_per_row` pickled to a row."""
-    for path in batch["path"]:
-        raws = read_raw([str(path)], encoding=encoding, max_record_chars=max(RECORD_MAX_CHARS, 4 * MAX_BODY_CHARS))
+    """A read task: each file's raw records (or rejections), `records_per_row` pickled to a row. Origins name
+    the file as the user gave it, as in a local load."""
+    for path, shown in zip(map(str, batch["path"]), map(str, batch["shown"])):
+        raws = read_raw([path], encoding=encoding, max_record_chars=max(RECORD_MAX_CHARS, 4 * MAX_BODY_CHARS))
         while task := list(islice(raws, records_per_row)):
+            for raw in task:
+                if raw.origin.startswith(path):
+                    raw.origin = shown + raw.origin[len(path) :]
             yield {"raw": np.array([pickle.dumps(task)], dtype=object)}
 
 
