@@ -5,6 +5,7 @@ hash-encoder sample: the CLI opens it without knowing its encoder, which these c
 and `search` embed with the archive's model, so their tests use the real model (slow)."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -99,7 +100,8 @@ def test_search_json_shape_and_batch_answers_in_order_with_errors_inline(real, s
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["query"] == "snow buries hotel" and len(data["results"]) == 3
-    assert set(data["results"][0]) == {"id", "url", "title", "outlet", "published", "score", "passage"}
+    keys = {"id", "url", "title", "outlet", "published", "score", "passage"}
+    assert keys <= set(data["results"][0]) <= keys | {"also", "story_id"}
     assert data["results"][0]["url"] in sample_archive.story_urls["avalanche"]
     batch = tmp_path / "q.jsonl"
     batch.write_text('{"query": "cyclone", "k": 2}\n{"query": "x", "k": 0}\nnot json\n{"query": "avalanche"}\n')
@@ -120,8 +122,9 @@ def test_related_by_url_prints_numbered_results(hashed, hash_sample):
     result = run("related", url, *hashed, "-k", "3")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert len(lines) == 9 and [line[:3] for line in lines[::3]] == [" 1.", " 2.", " 3."]
-    assert all(" · id " in line for line in lines[1::3]) and url not in result.output
+    numbered = [n for n, line in enumerate(lines) if re.match(r"^ ?\d+\. \d\.\d{3}  \S", line)]
+    assert len(numbered) == 3 and all(" · id " in lines[n + 1] for n in numbered)  # rank, score, title; then id
+    assert url not in result.output  # never the article itself
 
 
 def test_related_json_shape(hashed, hash_sample):
@@ -133,7 +136,8 @@ def test_related_json_shape(hashed, hash_sample):
         arc.close()
     data = json.loads(run("related", article, *hashed, "-k", "4", "--json").output)
     assert len(expected) == 4 and data["query"] == str(article) and [r["id"] for r in data["results"]] == expected
-    assert all(set(r) == {"id", "url", "title", "outlet", "published", "score", "passage"} for r in data["results"])
+    keys = {"id", "url", "title", "outlet", "published", "score", "passage", "same_story"}
+    assert all(keys <= set(r) <= keys | {"also", "story_id"} for r in data["results"])
 
 
 def test_related_batch_answers_in_order_with_errors_inline(hashed, tmp_path):
@@ -158,7 +162,7 @@ def test_related_batch_lines_set_mode_window_and_outlet_preference(hashed, hash_
                 {"article": a, "mode": "psychic"},
                 {"article": a, "window": "soon"},
                 {"article": a, "other_outlets": "yes"},
-                {"article": a, "k": 100, "other_outlets": True},
+                {"article": a, "k": 100, "window": 30, "other_outlets": True},
             ]
         )
     )
@@ -169,8 +173,8 @@ def test_related_batch_lines_set_mode_window_and_outlet_preference(hashed, hash_
         ]
         assert [r["id"] for r in lines[1]["results"]] == [r.id for r in arc.related(a, k=30, window=1)]
         assert 0 < len(lines[1]["results"]) < len(arc.related(a, k=30))  # the window narrowed it
-        expected = [r.id for r in arc.related(a, k=100, other_outlets=True)]
-        assert [r["id"] for r in lines[5]["results"]] == expected != [r.id for r in arc.related(a, k=100)]
+        expected = [r.id for r in arc.related(a, k=100, window=30, other_outlets=True)]  # its outlet's too
+        assert [r["id"] for r in lines[5]["results"]] == expected != [r.id for r in arc.related(a, k=100, window=30)]
     finally:
         arc.close()
     assert "mode must be one of" in lines[2]["error"]
