@@ -245,15 +245,17 @@ class Archive:
             "devices": meta.get("devices"),
             "index": None,
         }
-        if (self.index_dir / ix.MANIFEST).exists():
+        try:
             m = ix.Manifest.read(self.index_dir)
-            stats["index"] = {
-                "type": m.index_type,
-                "vectors": m.count,
-                "bytes": m.size,
-                "generation": m.generation,
-                "path": str(self.index_dir / m.file),
-            }
+        except ArchiveError:  # none yet, or one `verify` reports
+            return stats
+        stats["index"] = {
+            "type": m.index_type,
+            "vectors": m.count,
+            "bytes": m.size,
+            "generation": m.generation,
+            "path": str(self.index_dir / m.file),
+        }
         return stats
 
     def close(self) -> None:
