@@ -359,7 +359,7 @@ def related(
     prefer = (article.get("outlet") or "") if other_outlets else None
     results = to_results(db, scores, k, exclude_groups_of=article["id"], prefer_other_than=prefer)
     for r in results:  # the split the pages show: "Same story" above a calibrated score, else "Related topics"
-        r.same_story = stories.same_story(r.score, mode)
+        r.same_story = stories.same_story(r.score, mode, article.get("published"), r.published)
     return results
 
 

@@ -121,7 +121,7 @@ def test_a_bridging_article_merges_two_stories_into_the_older(small):
     first = assign(arc.db, [cyclone])
     second = assign(arc.db, [match])
     assert first[cyclone] != second[match]
-    assign(arc.db, [both], threshold=0.3)
+    assign(arc.db, [both], threshold=0.3, min_cosine=0.0)
     of = stories.story_ids(arc.db, [cyclone, match, both])
     assert set(of.values()) == {min(first[cyclone], second[match])}
     s = stories.story(arc.db, of[both])
@@ -160,7 +160,7 @@ def test_reassigning_an_updated_article_keeps_one_row(storied):
 
 def test_deleting_updates_the_story_and_an_empty_story_goes(small):
     arc, (cyclone, match, both) = small
-    out = assign(arc.db, [cyclone, match, both], threshold=0.3)
+    out = assign(arc.db, [cyclone, match, both], threshold=0.3, min_cosine=0.0)
     sid = out[both]
     store.delete_articles(arc.db, [both], _forget_all)
     s = stories.story(arc.db, sid)
@@ -239,13 +239,28 @@ def test_story_title_is_a_member_headline_and_timeline_is_ordered(storied):
     assert stories.story(arc.db, 10**9) is None
 
 
+@pytest.mark.parametrize(
+    "score, published, other, same",
+    [
+        (0.9, "2017-03-01", "2017-03-15", True),  # 14 days apart: still the story
+        (0.9, "2017-03-01", "2017-03-16", False),  # 15: a topic that came back
+        (0.9, None, "2017-03-16", True),  # undated: the score alone decides
+        (0.46, "2017-03-01", "2017-03-01", False),
+        (0.47, "2017-03-01T10:00:00", "2017-03-02", True),
+    ],
+)
+def test_same_story_is_the_score_and_the_dates(score, published, other, same):
+    assert stories.same_story(score, "hybrid", published, other) is same
+
+
 def test_related_results_say_same_story_by_the_calibrated_threshold(storied, hash_sample):
     _, arc = storied
-    article = arc.article(hash_sample.story_urls["debbie"][0])["id"]
-    results = arc.related(article, k=10)
+    article = arc.article(hash_sample.story_urls["debbie"][0])
+    results = arc.related(article["id"], k=10)
     of = stories.story_ids(arc.db, [r.id for r in results])
     for r in results:
-        assert r.same_story == (r.score >= stories.SAME_STORY["hybrid"]) and r.story_id == of[r.id]
+        assert r.same_story == stories.same_story(r.score, "hybrid", article["published"], r.published)
+        assert r.story_id == of[r.id]
         assert r.to_dict()["same_story"] is r.same_story
     assert "same_story" not in arc.search("cyclone", k=3)[0].to_dict()
 
