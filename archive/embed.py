@@ -231,8 +231,7 @@ class Encoder:
     def onnx_file(self, precision: str) -> Path:
         file = cache_dir() / "onnx" / self.model_fingerprint / ONNX_FILES[precision]
         if not file.exists() and self.path == default_model_path():  # exported before weights were hashed
-            legacy = cache_dir() / "onnx" / self.legacy_model_fingerprint / ONNX_FILES[precision]
-            return legacy if legacy.exists() else file
+            _adopt(cache_dir() / "onnx" / self.legacy_model_fingerprint, file.parent)
         return file
 
     @property
@@ -401,6 +400,23 @@ class Encoder:
             "backend": self.backend,
             "normalize": "l2",
         }
+
+
+def _adopt(old: Path, new: Path) -> None:
+    """Hard-link an export kept under the bundled model's old fingerprint into its new folder (same weights,
+    so no new export and no extra disk); the old folder stays for older versions of the archive."""
+    if not old.is_dir():
+        return
+    new.mkdir(parents=True, exist_ok=True)
+    for src in sorted(old.iterdir(), key=lambda p: p.name == QUERY_FILE):  # the query graph after its .data
+        dest = new / src.name
+        if src.is_file() and not src.name.startswith(".") and not dest.exists():
+            tmp = new / f".{src.name}.{os.getpid()}.link"
+            try:
+                os.link(src, tmp)
+                os.replace(tmp, dest)
+            except OSError:  # another file system, say: the export is then made again when needed
+                tmp.unlink(missing_ok=True)
 
 
 def _export_running(marker: Path) -> bool:
