@@ -202,8 +202,9 @@ class Archive:
     ) -> list[Result]:
         """Articles ranked for `query` (mode: semantic, keyword or hybrid), best chunk as the passage."""
         filters = srch.Filters(outlet, since, until)
-        index = self._index() if mode != "keyword" else None
-        return srch.search(self.db, index, self.encoder, query, k=k, filters=filters, mode=mode)
+        if mode == "keyword":  # full-text only: no model, no index
+            return srch.search(self.db, None, None, query, k=k, filters=filters, mode=mode)
+        return srch.search(self.db, self._index(), self.encoder, query, k=k, filters=filters, mode=mode)
 
     def related(
         self,

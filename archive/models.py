@@ -58,10 +58,11 @@ class Result:
     passage: str
     same_story: bool | None = None  # related coverage only: on the article's story, or a related topic
     story_id: int | None = None  # the result's story (archive/stories.py), when stories are built
+    chunk_id: int | None = None  # the chunk whose text is the passage (None when the passage is a keyword match)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("same_story", "story_id"):  # absent rather than null where they do not apply
+        for key in ("same_story", "story_id", "chunk_id"):  # absent rather than null where they do not apply
             if d[key] is None:
                 d.pop(key)
         return d

@@ -18,12 +18,12 @@ from datetime import date, timedelta
 import numpy as np
 import sqlite_utils
 
-from . import dedupe, stories, terms
+from . import dedupe, params, stories, terms
 from .embed import Encoder
 from .index import ChunkIndex
 from .models import ArchiveError, Result
 
-MODES = ("hybrid", "semantic", "keyword")
+MODES = params.MODES
 RRF_K = 60
 ROLLUPS = ("max", "top2")
 SECOND_CHUNK_WEIGHT = 0.25  # rollup "top2": best chunk + this x the second best
@@ -36,8 +36,8 @@ class Filters:
     until: str | None = None  # ISO date, inclusive (the whole day)
 
     def __post_init__(self):
-        self.since = _iso_date(self.since, "since")
-        self.until = _iso_date(self.until, "until")
+        self.since = params.parse_date(self.since, "since")
+        self.until = params.parse_date(self.until, "until")
 
     def active(self) -> bool:
         return bool(self.outlet or self.since or self.until)
@@ -67,15 +67,6 @@ class Filters:
         since = (day - timedelta(days=days)).isoformat()
         until = (day + timedelta(days=days)).isoformat()
         return Filters(self.outlet, max(filter(None, [self.since, since])), min(filter(None, [self.until, until])))
-
-
-def _iso_date(value: str | None, name: str) -> str | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(str(value).strip()[:10]).isoformat()
-    except ValueError:
-        raise ArchiveError(f"--{name}: {value!r} is not a date (use YYYY-MM-DD)") from None
 
 
 @dataclass
@@ -254,7 +245,11 @@ def to_results(
                 continue
             also = list(dict.fromkeys(o for m, o in members if m != aid and o and o != row[3]))
             passage = _passage(db, chunk_id, row[5], query_words)
-            results.append(GroupedResult(row[0], row[1], row[2], row[3], row[4], round(score, 4), passage, also=also))
+            results.append(
+                GroupedResult(
+                    row[0], row[1], row[2], row[3], row[4], round(score, 4), passage, chunk_id=chunk_id, also=also
+                )
+            )
             if len(results) >= k:
                 return _with_stories(db, results)
     return _with_stories(db, results)
@@ -297,20 +292,20 @@ def keyword_passage(body: str, query: str, width: int = 600) -> str:
 
 def search(
     db: sqlite_utils.Database,
-    index: ChunkIndex,
-    encoder: Encoder,
+    index: ChunkIndex | None,
+    encoder: Encoder | None,
     query: str,
     *,
-    k: int = 10,
+    k: int = params.DEFAULT_K,
     filters: Filters | None = None,
-    mode: str = "semantic",
+    mode: str = params.DEFAULT_MODE,
     rollup_how: str = "max",
 ) -> list[Result]:
-    """Articles ranked for a query, in one of MODES, one row per near-duplicate group."""
+    """Articles ranked for a query, in one of MODES, one row per near-duplicate group (keyword mode needs no
+    index and no encoder)."""
     filters = filters or Filters()
-    if mode not in MODES:
-        raise ArchiveError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if not query.strip():
+    mode = params.check_mode(mode)
+    if not query.strip():  # (no length cap here: the shells cap what the public may send, params.MAX_QUERY_CHARS)
         raise ArchiveError("the query is empty")
     pool = max(k * 3, 30)  # more than k: fusion needs depth, and groups collapse
     semantic = keyword = {}

@@ -137,7 +137,7 @@ def test_related_json_shape(hashed, hash_sample):
     data = json.loads(run("related", article, *hashed, "-k", "4", "--json").output)
     assert len(expected) == 4 and data["query"] == str(article) and [r["id"] for r in data["results"]] == expected
     keys = {"id", "url", "title", "outlet", "published", "score", "passage", "same_story"}
-    assert all(keys <= set(r) <= keys | {"also", "story_id"} for r in data["results"])
+    assert all(keys <= set(r) <= keys | {"also", "story_id", "chunk_id"} for r in data["results"])
 
 
 def test_related_batch_answers_in_order_with_errors_inline(hashed, tmp_path):

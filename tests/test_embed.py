@@ -45,6 +45,7 @@ def encoder(request, torch_encoder, onnx_encoder):
     return torch_encoder if request.param == "torch" else onnx_encoder
 
 
+@pytest.mark.slow
 def test_dimensions_and_unit_norm(encoder):
     vecs = encoder.encode(["hello world", "a much longer sentence about flooding in northern Queensland"])
     assert vecs.shape == (2, encoder.dimensions) == (2, 384)
@@ -52,10 +53,12 @@ def test_dimensions_and_unit_norm(encoder):
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_empty_input(encoder):
     assert encoder.encode([]).shape == (0, 384)
 
 
+@pytest.mark.slow
 def test_order_is_preserved(encoder):
     texts = ["short", UNRELATED, SIMILAR[0] * 3, "a medium length sentence about nothing much"]
     together = encoder.encode(texts)
@@ -67,12 +70,14 @@ def test_order_is_preserved(encoder):
     assert np.argmax(together @ alone.T, axis=1).tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_similar_texts_are_closer_than_unrelated(encoder):
     a, b, c = encoder.encode([*SIMILAR, UNRELATED])
     assert a @ b > 0.6
     assert a @ b > a @ c + 0.3
 
 
+@pytest.mark.slow
 def test_onnx_matches_torch_on_real_text(torch_encoder, onnx_encoder, news_texts):
     ref = torch_encoder.encode(news_texts)
     got = onnx_encoder.encode(news_texts)
@@ -94,6 +99,7 @@ def test_unknown_backend_is_refused():
         Encoder(backend="tensorrt")
 
 
+@pytest.mark.slow
 def test_archive_refuses_to_mix_backends(sample_archive):
     arc = Archive(sample_archive.db_path, sample_archive.index_dir, backend="onnx")
     try:
@@ -103,6 +109,7 @@ def test_archive_refuses_to_mix_backends(sample_archive):
         arc.close()
 
 
+@pytest.mark.slow
 def test_onnx_query_path_does_not_import_torch(onnx_encoder):
     onnx_encoder.encode(["make sure the export exists"])
     code = (
@@ -114,6 +121,7 @@ def test_onnx_query_path_does_not_import_torch(onnx_encoder):
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_torch_queries_use_the_fp32_export_with_the_same_vectors(torch_encoder, news_texts):
     torch_encoder.prepare_queries()
     assert torch_encoder.onnx_file("fp32").exists()
@@ -121,6 +129,7 @@ def test_torch_queries_use_the_fp32_export_with_the_same_vectors(torch_encoder, 
     assert cos.min() > 0.9999, cos
 
 
+@pytest.mark.slow
 def test_a_loaded_torch_archive_answers_queries_without_torch(sample_archive):
     """The load made the fp32 export, so a fresh process (a server) searches a torch archive torch-free."""
     code = (
@@ -148,6 +157,7 @@ def test_fp16_vectors_stay_within_cosine_0999_of_fp32_on_real_chunks(torch_encod
     assert half.fingerprint == torch_encoder.fingerprint and half.precision_label == "cpu-fp16"
 
 
+@pytest.mark.slow
 def test_device_choice_and_its_errors():
     assert Encoder(device="auto").device in ("cpu", "cuda")
     assert Encoder(device="cpu").precision == "fp32" and Encoder(device="cpu").batch_size == 32

@@ -516,6 +516,7 @@ def snapshot(db_path: Path, index_dir: Path) -> dict:
         arc.close()
 
 
+@pytest.mark.slow
 def test_loading_bad_files_into_an_archive_changes_nothing_stored(sample_archive, tmp_path):
     db_path, index_dir = tmp_path / "archive.db", tmp_path / "indexes"
     shutil.copy(sample_archive.db_path, db_path)

@@ -188,6 +188,7 @@ def faiss_bytes(index):
     return faiss.serialize_index(index.index)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ivf", "ivf-sq8", "ivf-pq"])
 def test_archive_rebuilds_verifies_and_searches_with_ivf_kinds(sample_archive, tmp_path, kind):
     import shutil
@@ -288,6 +289,7 @@ def test_rescoring_drops_ids_the_store_no_longer_has():
     assert not gone & set(got[0].tolist()) and np.isfinite(scores).all() and (got >= 0).all()
 
 
+@pytest.mark.slow
 def test_semantic_hits_rescore_an_approximate_index(sample_archive, tmp_path):
     import shutil
 

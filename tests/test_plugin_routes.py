@@ -10,7 +10,8 @@ import pytest
 from datasette.app import Datasette
 
 RESULT_KEYS = {"id", "url", "title", "outlet", "published", "score", "passage"}
-OPTIONAL_KEYS = {"also", "story_id"}  # other outlets of a near-duplicate group; the story, where there is one
+# other outlets of a near-duplicate group; the story, where there is one; the chunk the passage comes from
+OPTIONAL_KEYS = {"also", "story_id", "chunk_id"}
 SCRIPT_TITLE = "<script>alert(1)</script>"
 
 

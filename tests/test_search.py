@@ -9,7 +9,8 @@ from archive import ArchiveError
 from archive.search import Filters, fts_query
 
 RESULT_KEYS = {"id", "url", "title", "outlet", "published", "score", "passage"}
-OPTIONAL_KEYS = {"also", "story_id", "same_story"}  # near-duplicates' outlets; the story; related only: same story?
+# near-duplicates' outlets; the story; related only: same story?; the chunk the passage comes from
+OPTIONAL_KEYS = {"also", "story_id", "same_story", "chunk_id"}
 
 
 @pytest.fixture(scope="module")

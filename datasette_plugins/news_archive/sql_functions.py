@@ -44,24 +44,18 @@ def _check_k(k) -> int:
     return k
 
 
-def semantic_hits(arc, query: str, k: int) -> list[dict]:
-    """Semantic search hits with their best chunk (the library's Results do not carry the chunk id)."""
-    from archive import search as srch
+def _hits(results) -> list[dict]:
+    return [{"article_id": r.id, "score": r.score, "chunk_id": r.chunk_id} for r in results]
 
-    index = arc.live.current()[0]
-    hits = srch.semantic_hits(arc.db, index, arc.encoder.encode([query]), k, srch.Filters())
-    ranked = sorted(hits.items(), key=lambda kv: -kv[1][0])[:k]
-    return [{"article_id": aid, "score": round(score, 4), "chunk_id": chunk} for aid, (score, chunk) in ranked]
+
+def semantic_hits(arc, query: str, k: int) -> list[dict]:
+    """Semantic search through the Archive (its query encoder: never torch in a server), best chunk with each."""
+    return _hits(arc.search(query, k=k, mode="semantic"))
 
 
 def related_hits(arc, article_id: int, k: int) -> list[dict]:
-    """Related coverage with the chunk whose text is the passage shown."""
-    out = []
-    for r in arc.related(article_id, k=k):
-        row = arc.db.execute("select id from chunks where article_id = ? and text = ? limit 1", [r.id, r.passage])
-        chunk = row.fetchone()
-        out.append({"article_id": r.id, "score": r.score, "chunk_id": chunk[0] if chunk else None})
-    return out
+    """Related coverage, with the chunk whose text is the passage shown."""
+    return _hits(arc.related(article_id, k=k))
 
 
 def make_functions(datasette, database: str, handle_for):
