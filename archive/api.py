@@ -135,18 +135,35 @@ class Archive:
         progress: Callable[[int, int], None] | None = None,
         workers: int | None = None,
         expected: int | None = None,
+        engine: str = "local",
+        ray=None,
     ) -> LoadReport:
         """Read, clean, chunk, embed, store and index articles; returns what happened to each.
 
         Commits every `batch_size` articles, so an interrupted load keeps its batches and a rerun skips them.
         `progress(articles_done, chunks_embedded)` is called after each batch. `workers`: processes that
         prepare articles ahead of the encoder (None: one per core for big inputs, none for small ones).
+        `engine="ray"` runs the same stages on Ray Data (`ray`: a `distributed.RayOptions`: cluster address,
+        Parquet shards out, actors); the writer stays here.
         """
-        self._refuse_during_switch()
+        self.refuse_during_switch()
         opts = LoadOptions(field_map, on_error, batch_size, encoding, stdin, progress, workers, expected)
+        if engine == "ray":
+            from .distributed import RayOptions, load_ray
+
+            return load_ray(self, paths, opts, ray or RayOptions())
+        if engine != "local":
+            raise ArchiveError(f"engine must be local or ray, not {engine!r}")
         return ingest.load(self, paths, opts)
 
-    def _refuse_during_switch(self) -> None:
+    def load_shards(self, directory: str | os.PathLike, progress: Callable[[int, int], None] | None = None):
+        """Ingest Parquet shards (from `load(engine="ray", ...)` with parquet_out, or anything that writes
+        them) through the one writer; re-ingesting a shard changes nothing."""
+        from .shards import load_shards
+
+        return load_shards(self, directory, progress)
+
+    def refuse_during_switch(self) -> None:
         if "reembed_in_progress" in self.meta:
             raise ArchiveError(
                 "a model switch (archive index --rebuild --reembed) was interrupted; run it again before loading"

@@ -252,13 +252,10 @@ def _check_route(paths, engine: str, ray_address, parquet_out, from_parquet) -> 
 def _load_elsewhere(arc, paths, from_parquet, ray: tuple, options: dict):
     """The Ray route, or shards made by it: the same summary as a local load (or of the shards written)."""
     if from_parquet:
-        from .shards import load_shards
+        return arc.load_shards(from_parquet, options["progress"])
+    from .distributed import RayOptions
 
-        return load_shards(arc, from_parquet, options["progress"])
-    from .distributed import RayOptions, load_ray
-    from .ingest import LoadOptions
-
-    return load_ray(arc, paths, LoadOptions(**options), RayOptions(*ray))
+    return arc.load(paths, engine="ray", ray=RayOptions(*ray), **options)
 
 
 def _echo_shards_written(written) -> None:

@@ -93,7 +93,7 @@ def load_ray(arc, paths: Iterable[str], opts: LoadOptions, ray_opts: RayOptions)
     shards.pyarrow()
     if ray_opts.parquet_out and opts.on_error == "stop":
         raise ArchiveError("--on-error stop needs a load into the archive; --parquet-out keeps rejections instead")
-    arc._refuse_during_switch()  # as Archive.load: never load into a half-switched model
+    arc.refuse_during_switch()  # as Archive.load: never load into a half-switched model
     files = input_files(paths, opts)  # (absolute path to open, path as given, for origins)
     encoder = arc.encoder
     spec = encoder.tokenizer_spec()
