@@ -71,7 +71,7 @@ def archive_options(fn):
     fn = click.option(
         "--index-dir",
         type=click.Path(file_okay=False),
-        help="Where the FAISS index lives (default: indexes/ beside the database)",
+        help="Where the FAISS index lives (default: indexes/<database file name>/ beside the database)",
     )(fn)
     fn = click.option(
         "--db",
