@@ -368,3 +368,15 @@ def test_pairs_file_holds_ids_urls_and_labels_only():
     rows = [json.loads(line) for line in (Path(__file__).parent.parent / "benchmarks" / "story_pairs.jsonl").open()]
     assert len(rows) >= 200 and all(set(r) == {"a_id", "a_url", "b_id", "b_url", "same_story"} for r in rows)
     assert 0.3 < sum(r["same_story"] for r in rows) / len(rows) < 0.7
+
+
+async def test_article_row_reads_as_an_article_with_raw_columns_folded(ds, storied, hash_sample):
+    _, arc = storied
+    article = arc.article(hash_sample.story_urls["debbie"][0])
+    html = (await ds.client.get(f"/archive/articles/{article['id']}")).text
+    reader = html[html.index('<article class="na-reader">') : html.index("</article>")]
+    assert "<h2>" in reader and "Cyclone" in reader and "Find related coverage" in reader and "Its story" in reader
+    assert reader.count("<p>") >= 1 and article["url"] in reader
+    assert html.index("</article>") < html.index('<details class="na-raw">') < html.index('class="rows-and-columns"')
+    plain = (await ds.client.get("/archive/chunks/1")).text  # other tables keep Datasette's own row page
+    assert "na-reader" not in plain
