@@ -20,16 +20,19 @@ import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import index as ix
-from . import ingest, store, verify
 from . import search as srch
+from . import store
 from .chunk import Chunker
 from .embed import DEFAULT_MODEL_NAME, Encoder
-from .ingest import LoadOptions, LoadReport
 from .maintenance import Maintenance
 from .models import ArchiveError, Result
-from .verify import VerifyReport
+
+if TYPE_CHECKING:  # loading and checking are imported when used: a query (a server, a one-off search) needs neither
+    from .ingest import LoadReport
+    from .verify import VerifyReport
 
 LOAD_STALE_S = 120  # a first batch on a cold CPU (torch import, model load, 64 articles) takes well under this
 
@@ -106,7 +109,9 @@ class Archive:
 
     def _check_model(self, encoder: Encoder) -> None:
         meta = self.meta
-        if "model_fingerprint" in meta and meta["model_fingerprint"] != encoder.fingerprint:
+        recorded = meta.get("model_fingerprint")
+        same = encoder.accepts(recorded) if hasattr(encoder, "accepts") else recorded == encoder.fingerprint
+        if recorded is not None and not same:
             raise ArchiveError(
                 f"this archive was embedded with {meta['model']} ({meta['dimensions']} dims, "
                 f"{meta.get('backend', 'torch')} backend); {encoder.name} ({encoder.backend} backend) "
@@ -146,8 +151,10 @@ class Archive:
         `engine="ray"` runs the same stages on Ray Data (`ray`: a `distributed.RayOptions`: cluster address,
         Parquet shards out, actors); the writer stays here.
         """
+        from . import ingest
+
         self.refuse_during_switch()
-        opts = LoadOptions(field_map, on_error, batch_size, encoding, stdin, progress, workers, expected)
+        opts = ingest.LoadOptions(field_map, on_error, batch_size, encoding, stdin, progress, workers, expected)
         if engine == "ray":
             from .distributed import RayOptions, load_ray
 
@@ -187,6 +194,8 @@ class Archive:
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Compare database and index; with `repair`, make the index agree with the database."""
+        from . import verify
+
         return verify.verify(self, repair=repair)
 
     # ---- queries ----------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from . import dedupe, store, terms
+from . import dedupe, store, stories, terms
 from . import index as ix
 from .chunk import Chunker
 from .models import ArchiveError, Rejection
@@ -286,9 +286,10 @@ class Writer:
 
 
 def _derive(db, plans: list[store.Planned]) -> None:
-    """Inside the batch's transaction: near-duplicate groups and keyword signatures of its articles."""
+    """Inside the batch's transaction: near-duplicate groups, keyword signatures and stories of its articles."""
     dedupe.write(db, [(p.article_id, p.prepared.body_hash, p.prepared.shingles, p.prepared.minhash) for p in plans])
     terms.write(db, {p.article_id: p.prepared.terms for p in plans})
+    stories.assign(db, [p.article_id for p in plans])  # after the two above: it reads both
 
 
 class Feeder:

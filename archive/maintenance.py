@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from . import dedupe, store, terms
+from . import dedupe, store, stories, terms
 from . import index as ix
 from .models import ArchiveError
 
@@ -95,6 +95,7 @@ class Maintenance:
         if switching:
             self.arc.record_model()
             store.clear_meta(self.db, "reembed_in_progress")
+            stories.rebuild(self.db)  # stories compare the stored vectors, which are the new model's now
         from .ingest import prepare_queries
 
         prepare_queries(encoder)
@@ -103,3 +104,4 @@ class Maintenance:
 def _forget(db, article_ids: list[int]) -> None:
     dedupe.forget(db, article_ids)
     terms.forget(db, article_ids)
+    stories.forget(db, article_ids)

@@ -139,11 +139,13 @@ create table if not exists article_terms (article_id integer primary key, terms 
 
 
 def ensure_derived_tables(db: sqlite_utils.Database) -> None:
-    """The tables derived from articles (near-duplicate signatures and groups, keyword signatures).
+    """The tables derived from articles (near-duplicate signatures and groups, keyword signatures, stories).
 
     Made with the schema, and by every writer for archives older than them; never on a read path."""
-    if not {"article_groups", "article_terms"} <= set(db.table_names()):
-        db.conn.executescript(DERIVED_TABLES)
+    from .stories import SCHEMA as STORIES  # (stories reads the store: imported here, not at the top)
+
+    if not {"article_groups", "article_terms", "stories", "article_story"} <= set(db.table_names()):
+        db.conn.executescript(DERIVED_TABLES + STORIES)
 
 
 def open_reader(path: str) -> sqlite_utils.Database:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dedupe, store, terms
+from . import dedupe, store, stories, terms
 from . import index as ix
 from .models import ArchiveError
 
@@ -79,7 +79,7 @@ def _check_tables(arc) -> list[str]:
     chunkless = len(store.chunkless_articles(db))
     if chunkless:
         problems.append(f"{chunkless} articles have no chunks (--repair embeds them)")
-    return problems
+    return problems + stories.check(db)
 
 
 def _repair(arc, report: VerifyReport) -> None:
@@ -92,6 +92,8 @@ def _repair(arc, report: VerifyReport) -> None:
     if chunkless:
         upkeep.reembed(ids=chunkless)
     upkeep.derive_missing()
+    if stories.check(db):
+        stories.rebuild(db)
     index = upkeep.build_index()
     upkeep.save(index)
     report.indexed, report.repaired = index.ntotal, True
