@@ -152,3 +152,27 @@ def test_hostile_titles_outlets_bodies_and_queries_never_run(server, page):
     assert IMG_TITLE in page.locator(".na-results").inner_text()
     assert page.locator(".na-results img, .na-results svg, .na-results iframe").count() == 0
     assert dialogs == []
+
+
+def test_related_splits_same_story_and_the_story_page_has_a_timeline(server, page, sample_archive):
+    """Cyclone Debbie: the related page heads with the same-story group; the story page lists its coverage."""
+    url, _ = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    arc = sample_archive.open()
+    try:
+        debbie = arc.article(sample_archive.story_urls["debbie"][0])["id"]
+    finally:
+        arc.close()
+    page.goto(url + f"/archive/articles/{debbie}/-/related")
+    page.wait_for_selector(".na-result")
+    headings = page.locator("h2.na-section").all_inner_texts()
+    assert headings and headings[0].startswith("Same story"), headings
+    page.screenshot(path=str(ARTIFACTS / "related-split.png"), full_page=True)
+
+    page.goto(url + "/archive/-/stories?sort=size")
+    page.wait_for_selector(".na-result")
+    page.locator(".na-result .na-title").first.click()
+    page.wait_for_selector(".na-timeline li")
+    assert page.locator(".na-timeline li").count() >= 2
+    assert page.locator(".na-timeline .na-badge").first.inner_text() == "first"
+    page.screenshot(path=str(ARTIFACTS / "story.png"), full_page=True)

@@ -149,6 +149,7 @@ def test_regex_is_linear(name: str) -> None:
     assert not _over_budget(_sub(PATTERNS[name]), _inputs(name)), name
 
 
+@pytest.mark.slow  # each walks 2 MB inputs through the whole cleaner: ~20 s apiece, so outside the fast suite
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_public_function_is_linear(name: str) -> None:
     assert not _over_budget(FUNCTIONS[name], ALL_INPUTS), name
