@@ -207,6 +207,7 @@ class Writer:
         self.reader = store.open_reader(arc.db_path)  # classification reads commits, never the writer's batch
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._pending: dict[str, int] = {}
+        self._term_ids: dict[str, int] = {}  # the terms table's ids, met by this load (they never change)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._next_save = time.monotonic() + SAVE_EVERY_S
@@ -241,6 +242,12 @@ class Writer:
         if self.index is not None:
             self.arc.maintenance.save(self.index)
 
+    def _derive(self, db, plans: list[store.Planned]) -> None:
+        """Inside the batch's transaction: near-duplicate groups, keyword signatures and stories of its articles."""
+        dedupe.write(db, [(p.article_id, p.prepared.body_hash, p.prepared.shingles, p.prepared.minhash) for p in plans])
+        terms.write(db, {p.article_id: p.prepared.terms for p in plans}, self._term_ids)
+        stories.assign(db, [p.article_id for p in plans])  # after the two above: it reads both
+
     def _state_json(self) -> str:
         """What a server shows while this load runs (`Archive.loading`); `updated` tells a live load from a dead one."""
         return json.dumps(self._state | {"updated": time.time()})
@@ -270,7 +277,7 @@ class Writer:
 
     def _write(self, plans: list[store.Planned], vectors: np.ndarray, articles: int) -> None:
         db = self.arc.db
-        applied = store.apply(db, plans, vectors, derive=_derive, meta={"load_state": self._state_json()})
+        applied = store.apply(db, plans, vectors, derive=self._derive, meta={"load_state": self._state_json()})
         if self.progress:
             self.progress(articles, self.report.chunks_embedded)
         if self.index is None:
@@ -283,13 +290,6 @@ class Writer:
             self.arc.maintenance.save(self.index)  # a whole-file rewrite: ~0.1 s at 15k vectors, more at 1M
             took = time.monotonic() - took
             self._next_save = time.monotonic() + max(SAVE_EVERY_S, took / SAVE_SHARE)
-
-
-def _derive(db, plans: list[store.Planned]) -> None:
-    """Inside the batch's transaction: near-duplicate groups, keyword signatures and stories of its articles."""
-    dedupe.write(db, [(p.article_id, p.prepared.body_hash, p.prepared.shingles, p.prepared.minhash) for p in plans])
-    terms.write(db, {p.article_id: p.prepared.terms for p in plans})
-    stories.assign(db, [p.article_id for p in plans])  # after the two above: it reads both
 
 
 class Feeder:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
@@ -81,34 +80,40 @@ def same_story(score: float, mode: str = "hybrid", published: str | None = None,
 # ---- writes (inside the caller's transaction) ----------------------------------------------------------------
 
 
-@dataclass
 class _Pool:
-    """The already-assigned articles a batch is compared with: ids, stories, days and mean vectors."""
+    """The already-assigned articles a batch is compared with: ids, stories, days and mean vectors.
 
-    ids: list[int] = field(default_factory=list)
-    story: dict[int, int] = field(default_factory=dict)
-    days: list[str | None] = field(default_factory=list)
-    vecs: list[np.ndarray] = field(default_factory=list)
-    matrix: np.ndarray | None = None
-    day_array: np.ndarray | None = None
+    Vectors and day numbers live in arrays that grow by doubling, so adding an article is O(1) and a look-up
+    is one matrix-vector product (rebuilding the matrix per added article made a batch quadratic)."""
+
+    UNDATED = -(10**9)  # an undated article is inside every window
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.story: dict[int, int] = {}
+        self._vecs: np.ndarray | None = None
+        self._days = np.zeros(0, np.int64)
 
     def add(self, aid: int, story_id: int, day: str | None, vec: np.ndarray) -> None:
+        n = len(self.ids)
+        if self._vecs is None:
+            self._vecs, self._days = np.zeros((16, len(vec)), np.float32), np.zeros(16, np.int64)
+        if n == len(self._vecs):
+            self._vecs = np.concatenate([self._vecs, np.zeros_like(self._vecs)])
+            self._days = np.concatenate([self._days, np.zeros_like(self._days)])
+        self._vecs[n] = vec
+        self._days[n] = date.fromisoformat(day).toordinal() if day else self.UNDATED
         self.ids.append(aid)
         self.story[aid] = story_id
-        self.days.append(day)
-        self.vecs.append(vec)
-        self.matrix = None
 
     def nearest(self, vec: np.ndarray, day: str | None, n: int, min_cosine: float) -> list[int]:
         if not self.ids:
             return []
-        if self.matrix is None:
-            self.matrix = np.vstack(self.vecs).astype(np.float32)
-            self.day_array = np.array([d or "" for d in self.days])  # "" (undated) sorts before any date
-        sims = self.matrix @ vec
+        count = len(self.ids)
+        sims = self._vecs[:count] @ vec
         if day is not None:
-            lo, hi = _window(day)
-            inside = (self.day_array == "") | ((self.day_array >= lo) & (self.day_array <= hi))
+            d, days = date.fromisoformat(day).toordinal(), self._days[:count]
+            inside = (days == self.UNDATED) | (np.abs(days - d) <= WINDOW_DAYS)
             sims = np.where(inside, sims, -np.inf)
         order = np.argsort(-sims)[:n]
         return [self.ids[i] for i in order if sims[i] >= min_cosine]

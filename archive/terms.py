@@ -73,13 +73,19 @@ def update(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
         write(db, {aid: counts(title, body) for aid, title, body in rows})
 
 
-def write(db: sqlite_utils.Database, texts: dict[int, Counter]) -> None:
+def write(db: sqlite_utils.Database, texts: dict[int, Counter], known: dict[str, int] | None = None) -> None:
     """Inside the caller's transaction: store articles' word counts (made beforehand, in a worker process at
-    load time) and move the document frequencies with them."""
+    load time) and move the document frequencies with them. `known` (term -> id), kept by a writer across its
+    batches, spares looking up words it has met before (a term's id never changes)."""
     if not texts:
         return
     _drop(db, list(texts))
-    term_id = _term_ids(db, {w for c in texts.values() for w in c})
+    vocabulary = {w for c in texts.values() for w in c}
+    if known is None:
+        term_id = _term_ids(db, vocabulary)
+    else:
+        known.update(_term_ids(db, vocabulary - known.keys()))
+        term_id = known
     rows, df = [], Counter()
     for aid, c in texts.items():
         pairs = np.array([(term_id[w], n) for w, n in c.items()], dtype=np.int32).reshape(-1, 2)

@@ -145,3 +145,23 @@ def test_prepared_of_carries_the_identity_and_hashes_only(tmp_path):
     p = Prepared.of(article)
     assert p.identity == "https://ingest.example.com/0" and p.chunks == [] and p.minhash is None
     assert len(p.content_hash) == len(p.body_hash) == 40 and not p.terms
+
+
+def test_keyword_signatures_and_document_frequencies_are_right_after_many_batches(tmp_path):
+    """The writer remembers term ids across batches; every stored signature must still name the right words."""
+    from collections import Counter
+
+    import numpy as np
+
+    from archive import terms
+
+    arc = open_archive(tmp_path)
+    arc.load([jsonl(tmp_path / "in.jsonl", records(30))], batch_size=4)
+    names = dict(arc.db.execute("select id, term from terms"))
+    df = Counter()
+    for aid, blob in arc.db.execute("select article_id, terms from article_terms"):
+        pairs = np.frombuffer(blob, np.int32).reshape(-1, 2)
+        row = arc.db["articles"].get(aid)
+        assert {names[t]: n for t, n in pairs.tolist()} == terms.counts(row["title"], row["body"])
+        df.update(pairs[:, 0].tolist())
+    assert len(df) > 50 and dict(arc.db.execute("select id, df from terms where df > 0")) == dict(df)
