@@ -164,4 +164,4 @@ def test_keyword_signatures_and_document_frequencies_are_right_after_many_batche
         row = arc.db["articles"].get(aid)
         assert {names[t]: n for t, n in pairs.tolist()} == terms.counts(row["title"], row["body"])
         df.update(pairs[:, 0].tolist())
-    assert len(df) > 50 and dict(arc.db.execute("select id, df from terms where df > 0")) == dict(df)
+    assert len(df) >= 15 and dict(arc.db.execute("select id, df from terms where df > 0")) == dict(df)
