@@ -18,7 +18,7 @@ from datetime import date, timedelta
 import numpy as np
 import sqlite_utils
 
-from . import dedupe, params, stories, terms
+from . import dedupe, params, store, stories, terms
 from .embed import Encoder
 from .index import ChunkIndex
 from .models import ArchiveError, Result
@@ -119,10 +119,8 @@ def _stored_vectors(db, ids: np.ndarray, dim: int) -> np.ndarray:
     reader's index may be a generation behind a delete), which re-scoring drops."""
     out = np.full((len(ids), dim), np.nan, np.float32)
     row = {int(i): n for n, i in enumerate(ids)}
-    for start in range(0, len(ids), 900):
-        part = [int(i) for i in ids[start : start + 900]]
-        for cid, blob in db.execute(f"select id, vector from chunks where id in ({','.join('?' * len(part))})", part):
-            out[row[cid]] = np.frombuffer(blob, dtype=np.float32)
+    for cid, blob in store.select_in(db, "select id, vector from chunks where id in ({marks})", [int(i) for i in ids]):
+        out[row[cid]] = np.frombuffer(blob, dtype=np.float32)
     return out
 
 
@@ -150,12 +148,7 @@ def rollup(db, scores: np.ndarray, ids: np.ndarray, how: str = "max") -> dict[in
 
 
 def _chunk_owners(db, chunk_ids: list[int]) -> dict[int, int]:
-    out = {}
-    for start in range(0, len(chunk_ids), 900):
-        part = chunk_ids[start : start + 900]
-        q = f"select id, article_id from chunks where id in ({','.join('?' * len(part))})"
-        out.update(dict(db.execute(q, part).fetchall()))
-    return out
+    return dict(store.select_in(db, "select id, article_id from chunks where id in ({marks})", chunk_ids))
 
 
 def _allowed_chunks(db, filters: Filters) -> np.ndarray:
@@ -264,11 +257,7 @@ def _with_stories(db, results: list[Result]) -> list[Result]:
 
 
 def _outlets(db, ids: list[int]) -> dict[int, str | None]:
-    out = {}
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        out.update(dict(db.execute(f"select id, outlet from articles where id in ({','.join('?' * len(part))})", part)))
-    return out
+    return dict(store.select_in(db, "select id, outlet from articles where id in ({marks})", ids))
 
 
 def _passage(db, chunk_id: int | None, body: str, query_words: str) -> str:
@@ -419,13 +408,10 @@ def _article_vectors(db, ids: list[int], dim: int) -> dict[int, tuple[np.ndarray
     """Each article's chunk vectors in order (rows) with their chunk ids, from the database (the truth)."""
     vecs: dict[int, list] = {}
     cids: dict[int, list[int]] = {}
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
-        marks = ",".join("?" * len(part))
-        q = f"select article_id, id, vector from chunks where article_id in ({marks}) order by article_id, seq"
-        for aid, cid, blob in db.execute(q, part):
-            vecs.setdefault(aid, []).append(np.frombuffer(blob, dtype=np.float32))
-            cids.setdefault(aid, []).append(cid)
+    q = "select article_id, id, vector from chunks where article_id in ({marks}) order by article_id, seq"
+    for aid, cid, blob in store.select_in(db, q, ids):
+        vecs.setdefault(aid, []).append(np.frombuffer(blob, dtype=np.float32))
+        cids.setdefault(aid, []).append(cid)
     return {aid: (np.vstack(v).reshape(len(v), dim), cids[aid]) for aid, v in vecs.items()}
 
 

@@ -61,6 +61,13 @@ async def test_semantic_page_has_form_and_results(ds):
     assert "avalanche" in html.lower()
 
 
+async def test_the_styles_are_a_static_file_linked_from_the_plugin_pages(ds):
+    css = await ds.client.get("/-/static-plugins/news_archive/news_archive.css")
+    assert css.status_code == 200 and ".na-result" in css.text and ".na-timeline" in css.text
+    page = await ds.client.get("/archive/-/semantic")
+    assert "/-/static-plugins/news_archive/news_archive.css" in page.text and "<style>" not in page.text
+
+
 async def test_semantic_page_without_query_shows_the_form(ds):
     response = await ds.client.get("/archive/-/semantic")
     assert response.status_code == 200

@@ -79,6 +79,12 @@ def menu_links(datasette, actor):
 
 
 @hookimpl
+def extra_css_urls(datasette):
+    """The plugin's styles, a static file (pages and the article row page use na- classes only)."""
+    return [datasette.urls.static_plugins("news_archive", "news_archive.css")]
+
+
+@hookimpl
 def extra_template_vars(view_name, database, table, request, datasette):
     """`news_archive_related_url` and `news_archive_story_url` for an article's row page (row.html links them)."""
 
