@@ -48,6 +48,7 @@ def machine() -> dict:
 def save(name: str, figures: dict, argv: list[str] | None = None) -> Path:
     """Write benchmarks/results/<name>-<UTC time>.json and return its path."""
     stamp = datetime.now(timezone.utc)
+    argv = sys.argv[1:] if argv is None else argv  # run as `python -m benchmarks.X ...`: its own arguments
     record = {
         "benchmark": name,
         "date": stamp.isoformat(timespec="seconds"),
