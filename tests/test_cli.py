@@ -101,7 +101,7 @@ def test_search_json_shape_and_batch_answers_in_order_with_errors_inline(real, s
     data = json.loads(result.output)
     assert data["query"] == "snow buries hotel" and len(data["results"]) == 3
     keys = {"id", "url", "title", "outlet", "published", "score", "passage"}
-    assert keys <= set(data["results"][0]) <= keys | {"also", "story_id"}
+    assert keys <= set(data["results"][0]) <= keys | {"also", "story_id", "chunk_id"}
     assert data["results"][0]["url"] in sample_archive.story_urls["avalanche"]
     batch = tmp_path / "q.jsonl"
     batch.write_text('{"query": "cyclone", "k": 2}\n{"query": "x", "k": 0}\nnot json\n{"query": "avalanche"}\n')
