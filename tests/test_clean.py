@@ -256,6 +256,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return [r for r in csv.DictReader(f) if r["text"].strip()]
 
 
+@pytest.mark.slow
 def test_no_real_sentence_lost(news_csv: Path) -> None:
     rows = _rows(news_csv)
     assert len(rows) > 3000

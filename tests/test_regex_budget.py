@@ -144,6 +144,7 @@ def _sub(rx: re.Pattern) -> Callable[[str], object]:
     return lambda text: rx.sub(" ", text)
 
 
+@pytest.mark.slow  # 2 MB adversarial inputs for each of ~60 patterns: about a minute in all
 @pytest.mark.parametrize("name", sorted(PATTERNS))
 def test_regex_is_linear(name: str) -> None:
     assert not _over_budget(_sub(PATTERNS[name]), _inputs(name)), name

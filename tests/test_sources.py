@@ -615,6 +615,7 @@ def test_a_json_array_streams_across_chunks_with_its_line_numbers(tmp_path: Path
         assert items(f) == whole
 
 
+@pytest.mark.slow
 def test_reading_a_200_mb_json_lines_file_keeps_memory_flat(tmp_path: Path) -> None:
     from benchmarks.stream_rss import make_jsonl, measure
 
