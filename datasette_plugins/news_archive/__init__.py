@@ -9,7 +9,7 @@ from datasette import hookimpl
 from . import stories as story_views
 from . import views
 from .archives import archives, has_archive_tables, validate_config
-from .permissions import can_view
+from .permissions import can_view, canned_query_allowed
 from .sql_functions import register as register_sql_functions
 
 DB = r"(?P<database>[^/]+)"
@@ -44,6 +44,18 @@ def startup(datasette):
         registry = archives(datasette)
         for name in await asyncio.to_thread(registry.names):
             registry.get(name).warm_in_background()  # the model loads while the server starts answering
+
+    return inner
+
+
+@hookimpl
+def permission_allowed(datasette, actor, action, resource):
+    """Canned queries that read the archive follow the `articles` table's permissions (see permissions.py)."""
+    if action != "view-query" or not isinstance(resource, tuple | list) or len(resource) != 2:
+        return None
+
+    async def inner():
+        return await canned_query_allowed(datasette, actor, resource[0], resource[1])
 
     return inner
 

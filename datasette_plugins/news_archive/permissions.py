@@ -41,5 +41,31 @@ def sql_functions_allowed(datasette, database: str) -> bool:
     one case where the functions could show more than the actor may see. (Restrictions made by other plugins'
     permission_allowed hooks cannot be seen from here; see metadata.yml.)
     """
-    allow = datasette.metadata("allow", database=database, table="articles", fallback=False)
+    allow = articles_allow(datasette, database)
     return allow is None or allow is True
+
+
+def articles_allow(datasette, database: str):
+    """The `allow` block of the `articles` table, found the way Datasette finds tables: without regard to case
+    (`tables: {Articles: {allow: ...}}` guards `articles` too)."""
+    tables = ((datasette.metadata() or {}).get("databases") or {}).get(database, {}).get("tables") or {}
+    for name, config in tables.items():
+        if name.lower() == "articles" and isinstance(config, dict) and "allow" in config:
+            return config["allow"]
+    return None
+
+
+def reads_articles(datasette, database: str, query: str) -> bool:
+    """Whether a canned query reads the archive: it names `articles` or one of the plugin's SQL functions."""
+    canned = ((datasette.metadata() or {}).get("databases") or {}).get(database, {}).get("queries") or {}
+    sql = canned.get(query, {}).get("sql", "") if isinstance(canned.get(query), dict) else str(canned.get(query, ""))
+    sql = sql.lower()
+    return "articles" in sql or "semantic_search" in sql or "related_articles" in sql
+
+
+async def canned_query_allowed(datasette, actor, database: str, query: str) -> bool | None:
+    """view-query of a canned query that reads the archive also needs the right to view `articles`; canned
+    queries otherwise need only view-query, which table-level restrictions do not reach. None: no opinion."""
+    if not reads_articles(datasette, database, query):
+        return None
+    return False if not await can_view(datasette, actor, database) else None
