@@ -389,7 +389,8 @@ def reembed_articles(arc, ids: list[int], progress=None) -> None:
     report = LoadReport()
     writer = Writer(arc, report, progress, fingerprint="", index=False)
     try:
-        with Feeder(records, arc.encoder, None, _workers(None, ["-"] if len(ids) > 256 else [])) as prepared:
+        workers = (os.cpu_count() or 1) if len(ids) > 256 else 0  # as a load: processes only for a big job
+        with Feeder(records, arc.encoder, None, workers) as prepared:
             for batch in _batches(prepared, _batch_size(arc.encoder)):
                 plans = store.classify(reader, batch)
                 for p in plans:  # same text, new model: every chunk is embedded anew
