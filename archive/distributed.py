@@ -72,7 +72,7 @@ class ShardsWritten:
             "shards": self.paths,
             "articles": self.articles,
             "chunks": self.chunks,
-            "rejected": [{"origin": r.origin, "reason": r.reason} for r in self.rejected],
+            "rejected": [r.to_dict() for r in self.rejected],
             "seconds": round(self.seconds, 2),
         }
 

@@ -63,7 +63,7 @@ class LoadReport:
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
-            "rejected": [{"origin": r.origin, "reason": r.reason} for r in self.rejected],
+            "rejected": [r.to_dict() for r in self.rejected],
             "chunks_embedded": self.chunks_embedded,
             "seconds": round(self.seconds, 2),
             "encode_seconds": round(self.encode_seconds, 2),

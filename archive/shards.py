@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .chunk import Chunk
+from .files import atomic_write
 from .models import ArchiveError, Article, Rejection
 from .prepare import Prepared
 
@@ -230,17 +230,7 @@ def write_table(path: str | os.PathLike, table, fingerprint: str) -> Path:
     dim = table.schema.field("vectors").type.value_type.list_size
     meta = {META_FORMAT: FORMAT.encode(), META_FINGERPRINT: fingerprint.encode(), META_DIMENSIONS: str(dim).encode()}
     table = table.replace_schema_metadata(meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
 
 
 @dataclass
