@@ -243,13 +243,15 @@ class Archive:
         mode: str = "hybrid",
         window: int | None = None,
         other_outlets: bool = False,
+        weights: srch.RelatedWeights = srch.DEFAULT_WEIGHTS,
     ) -> list[Result]:
         """Other coverage of the article's story (never itself nor a near duplicate of it), one row per
-        near-duplicate group; `window` days around its date; `other_outlets` ranks other outlets first."""
+        near-duplicate group; `window` days around its date; `other_outlets` ranks other outlets first;
+        `weights` are the scoring's measured settings (`search.RelatedWeights`, for experiments)."""
         article = self.article(ref)
         index = self._index()
         filters = srch.Filters(outlet, since, until)
-        options = {"mode": mode, "window": window, "other_outlets": other_outlets}
+        options = {"mode": mode, "window": window, "other_outlets": other_outlets, "weights": weights}
         return srch.related(self.db, index, article, k=k, filters=filters, dim=index.dim, **options)
 
     def loading(self) -> dict | None:

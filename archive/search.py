@@ -309,7 +309,21 @@ def search(
 # ---- related coverage ------------------------------------------------------------------------------------
 
 MLT_TERMS = 25  # keyword candidates: a full-text OR query of the article's most distinctive words
-KEYWORD_WEIGHT = 0.5  # hybrid related score: 0.5 semantic + 0.5 TF-IDF cosine (see benchmarks.quality --sweep)
+
+
+@dataclass(frozen=True)
+class RelatedWeights:
+    """How related coverage scores a candidate (measured with `python -m benchmarks.quality --sweep`).
+
+    keyword_weight: the hybrid score is (1 - w) x semantic + w x TF-IDF cosine; 0.5 won on Lee r and BBC P@10.
+    semantic_score: "both" (soft chunk matching both ways averaged with the mean vectors' cosine), or the
+    alternatives measured against it: "chamfer", "mean", "lead" (first chunks only)."""
+
+    keyword_weight: float = 0.5
+    semantic_score: str = "both"
+
+
+DEFAULT_WEIGHTS = RelatedWeights()
 
 
 def related(
@@ -323,6 +337,7 @@ def related(
     mode: str = "hybrid",
     window: int | None = None,
     other_outlets: bool = False,
+    weights: RelatedWeights = DEFAULT_WEIGHTS,
 ) -> list[Result]:
     """Other coverage of an article's story, one row per near-duplicate group, best first.
 
@@ -339,7 +354,7 @@ def related(
     if mode not in MODES:
         raise ArchiveError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     filters = (filters or Filters()).within(article.get("published"), window)
-    scores = related_scores(db, index, article, k=k, filters=filters, dim=dim, mode=mode)
+    scores = related_scores(db, index, article, k=k, filters=filters, dim=dim, mode=mode, weights=weights)
     prefer = (article.get("outlet") or "") if other_outlets else None
     results = to_results(db, scores, k, exclude_groups_of=article["id"], prefer_other_than=prefer)
     for r in results:  # the split the pages show: "Same story" above a calibrated score, else "Related topics"
@@ -348,7 +363,15 @@ def related(
 
 
 def related_scores(
-    db, index: ChunkIndex, article: dict, *, k: int, filters: Filters, dim: int, mode: str = "hybrid"
+    db,
+    index: ChunkIndex,
+    article: dict,
+    *,
+    k: int,
+    filters: Filters,
+    dim: int,
+    mode: str = "hybrid",
+    weights: RelatedWeights = DEFAULT_WEIGHTS,
 ) -> dict[int, tuple[float, int | None]]:
     """Candidate article id -> (score, best matching chunk id) for related coverage (see `related`)."""
     aid = article["id"]
@@ -371,9 +394,11 @@ def related_scores(
     for c in candidates:
         if c not in vectors:
             continue
-        sem, chunk = _semantic_similarity(own[0], *vectors[c]) if own is not None else (0.0, None)
+        sem, chunk = (
+            _semantic_similarity(own[0], *vectors[c], weights.semantic_score) if own is not None else (0.0, None)
+        )
         if mode == "hybrid":
-            sem = (1 - KEYWORD_WEIGHT) * sem + KEYWORD_WEIGHT * keyword.get(c, 0.0)
+            sem = (1 - weights.keyword_weight) * sem + weights.keyword_weight * keyword.get(c, 0.0)
         out[c] = (sem, chunk)
     return out
 
@@ -415,20 +440,17 @@ def _article_vectors(db, ids: list[int], dim: int) -> dict[int, tuple[np.ndarray
     return {aid: (np.vstack(v).reshape(len(v), dim), cids[aid]) for aid, v in vecs.items()}
 
 
-SEMANTIC_SCORE = "both"  # chamfer | mean | both | lead (see _semantic_similarity)
-
-
-def _semantic_similarity(a: np.ndarray, b: np.ndarray, b_ids: list[int]) -> tuple[float, int]:
+def _semantic_similarity(a: np.ndarray, b: np.ndarray, b_ids: list[int], how: str = "both") -> tuple[float, int]:
     """Soft chunk matching both ways, averaged with the cosine of the mean vectors; and b's best chunk.
 
-    Measured alternatives (SEMANTIC_SCORE): "chamfer" alone, "mean" (cosine of mean vectors) alone, "lead"
-    (first chunks only: title and lead).
+    `how` (RelatedWeights.semantic_score): "both", or "chamfer" alone, "mean" (cosine of mean vectors) alone,
+    "lead" (first chunks only: title and lead).
     """
     sims = a @ b.T
     best = int(sims.max(axis=0).argmax())
-    if SEMANTIC_SCORE == "lead":
+    if how == "lead":
         return float(sims[0, 0]), b_ids[best]
     chamfer = 0.5 * (float(sims.max(axis=1).mean()) + float(sims.max(axis=0).mean()))
     means = float(_unit(a.mean(axis=0)) @ _unit(b.mean(axis=0)))
-    score = {"chamfer": chamfer, "mean": means}.get(SEMANTIC_SCORE, 0.5 * (chamfer + means))
+    score = {"chamfer": chamfer, "mean": means}.get(how, 0.5 * (chamfer + means))
     return score, b_ids[best]

@@ -460,15 +460,15 @@ def print_table(table: dict) -> None:
 
 SWEEP = [
     {},
-    {"SEMANTIC_SCORE": "chamfer"},
-    {"SEMANTIC_SCORE": "mean"},
-    {"KEYWORD_WEIGHT": 0.3},
-    {"KEYWORD_WEIGHT": 0.7},
+    {"semantic_score": "chamfer"},
+    {"semantic_score": "mean"},
+    {"keyword_weight": 0.3},
+    {"keyword_weight": 0.7},
 ]
 
 
 def sweep(per_category: int) -> None:
-    """Related-coverage variants (module settings of archive.search) on Lee r and BBC P@10 (hybrid mode),
+    """Related-coverage variants (archive.search.RelatedWeights) on Lee r and BBC P@10 (hybrid mode),
     and search roll-up / fusion variants on NewsArticles known-item MRR@10, on archives built once."""
     from archive import search as srch
 
@@ -480,23 +480,22 @@ def sweep(per_category: int) -> None:
     bdocs, _ = bbc_subset(bbc_data(), per_category)
     bbc = build_archive("bbc", [bbc_record(d) for d in bdocs])
     label = {bbc.article(f"https://bbc.example/{d['key']}")["id"]: d["category"] for d in bdocs}
-    defaults = {k: getattr(srch, k) for v in SWEEP for k in v}
     print(f"\n{'related variant (hybrid unless said)':44}{'Lee r':>10}{'BBC P@10':>10}{'sem Lee':>10}{'sem BBC':>10}")
     for variant in SWEEP:
-        for name, value in {**defaults, **variant}.items():
-            setattr(srch, name, value)
+        weights = srch.RelatedWeights(**variant)
         cells = []
         for mode in ("hybrid", "semantic"):
             m = np.zeros((50, 50))
             for i, aid in enumerate(lee_ids):
-                for r in lee.related(aid, k=49, mode=mode):
+                for r in lee.related(aid, k=49, mode=mode, weights=weights):
                     m[i, lee_ids.index(r.id)] = r.score
-            p10 = [np.mean([label[r.id] == label[a] for r in bbc.related(a, k=10, mode=mode)]) for a in label]
+            p10 = [
+                np.mean([label[r.id] == label[a] for r in bbc.related(a, k=10, mode=mode, weights=weights)])
+                for a in label
+            ]
             cells += [pearson_upper((m + m.T) / 2, human), float(np.mean(p10))]
         name = ", ".join(f"{k}={v}" for k, v in variant.items()) or "default"
         print(f"{name:44}{cells[0]:>10.3f}{cells[1]:>10.3f}{cells[2]:>10.3f}{cells[3]:>10.3f}")
-    for name, value in defaults.items():
-        setattr(srch, name, value)
     rows, _ = news_sample()
     news = build_archive("news", [_news_record(r) for r in rows])
     queries = _news_queries(rows)
