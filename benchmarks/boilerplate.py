@@ -96,7 +96,6 @@ def measure(bodies: dict[str, list[str]]) -> dict[str, dict]:
 
 def load_bodies() -> dict[str, list[str]]:
     """Distinct non-empty bodies of the sample per outlet (an exact duplicate would repeat every line)."""
-    csv.field_size_limit(1 << 30)
     bodies, seen = defaultdict(list), set()
     with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):

@@ -22,7 +22,6 @@ Exit status 0 when every check holds.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from archive.sample import news_rows
 
 ARCHIVE = str(Path(sys.executable).parent / "archive")
 
@@ -54,13 +55,35 @@ def stored_articles(db: Path) -> int:
 
 
 def load_cmd(source: Path, db: Path, index_dir: Path, batch_size: int) -> list[str]:
-    return [ARCHIVE, "load", str(source), "--db", str(db), "--index-dir", str(index_dir), "--quiet",
-            "--batch-size", str(batch_size), "--json"]
+    return [
+        ARCHIVE,
+        "load",
+        str(source),
+        "--db",
+        str(db),
+        "--index-dir",
+        str(index_dir),
+        "--quiet",
+        "--batch-size",
+        str(batch_size),
+        "--json",
+    ]
 
 
-def crash_rounds(source: Path, db: Path, index_dir: Path, *, kills: int, min_delay: float, max_delay: float,
-                 batch_size: int, rng: random.Random, after_commit: float = 0.5, jitter: float = 3.0,
-                 log=print) -> dict:
+def crash_rounds(
+    source: Path,
+    db: Path,
+    index_dir: Path,
+    *,
+    kills: int,
+    min_delay: float,
+    max_delay: float,
+    batch_size: int,
+    rng: random.Random,
+    after_commit: float = 0.5,
+    jitter: float = 3.0,
+    log=print,
+) -> dict:
     """Kill `archive load` `kills` times at random moments; returns what happened.
 
     A fraction `after_commit` of the rounds waits until the run has committed a batch and kills it within
@@ -69,8 +92,9 @@ def crash_rounds(source: Path, db: Path, index_dir: Path, *, kills: int, min_del
     done = {"kills": 0, "kills_after_progress": 0, "finished_before_kill": 0, "rounds": 0}
     while done["kills"] < kills:
         before = stored_articles(db)
-        proc = subprocess.Popen(load_cmd(source, db, index_dir, batch_size), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            load_cmd(source, db, index_dir, batch_size), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         started = time.monotonic()
         done["rounds"] += 1
         if rng.random() < after_commit:  # mid-load: once this run has committed a batch, then a random jitter
@@ -109,8 +133,11 @@ def run_to_completion(source: Path, db: Path, index_dir: Path, batch_size: int) 
 def verify(db: Path, index_dir: Path, repair: bool = False) -> dict:
     cmd = [ARCHIVE, "verify", "--db", str(db), "--index-dir", str(index_dir), "--json"] + (["--repair"] * repair)
     out = subprocess.run(cmd, capture_output=True, text=True)
-    return {"exit": out.returncode, **json.loads(out.stdout)} if out.stdout.strip() else {"exit": out.returncode,
-                                                                                          "error": out.stderr}
+    return (
+        {"exit": out.returncode, **json.loads(out.stdout)}
+        if out.stdout.strip()
+        else {"exit": out.returncode, "error": out.stderr}
+    )
 
 
 def expected_articles(source: Path) -> dict:
@@ -126,9 +153,7 @@ def expected_articles(source: Path) -> dict:
             by_identity[store.identity(rec)] = store.content_hash(rec)
         else:
             rejected += 1
-    csv.field_size_limit(1 << 30)
-    with open(source, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if (r.get("text") or "").strip()]
+    rows = [r for r in news_rows(source) if (r.get("text") or "").strip()]
     urls = {r.get("article_source_link") for r in rows}
     return {"by_identity": by_identity, "rejected": rejected, "rows_with_body": len(rows), "distinct_urls": len(urls)}
 
@@ -141,14 +166,18 @@ def audit(db: Path, index_dir: Path, expected: dict) -> dict:
     try:
         stored = dict(conn.execute("select identity, content_hash from articles"))
         n_articles = conn.execute("select count(*) from articles").fetchone()[0]
-        dup_identity = conn.execute("select count(*) from (select identity from articles group by identity "
-                                    "having count(*) > 1)").fetchone()[0]
-        dup_url = conn.execute("select count(*) from (select url from articles where url is not null "
-                               "group by url having count(*) > 1)").fetchone()[0]
-        chunkless = conn.execute("select count(*) from articles where id not in "
-                                 "(select article_id from chunks)").fetchone()[0]
-        orphans = conn.execute("select count(*) from chunks where article_id not in "
-                               "(select id from articles)").fetchone()[0]
+        dup_identity = conn.execute(
+            "select count(*) from (select identity from articles group by identity having count(*) > 1)"
+        ).fetchone()[0]
+        dup_url = conn.execute(
+            "select count(*) from (select url from articles where url is not null group by url having count(*) > 1)"
+        ).fetchone()[0]
+        chunkless = conn.execute(
+            "select count(*) from articles where id not in (select article_id from chunks)"
+        ).fetchone()[0]
+        orphans = conn.execute(
+            "select count(*) from chunks where article_id not in (select id from articles)"
+        ).fetchone()[0]
         rows = conn.execute("select id, vector from chunks order by id").fetchall()
     finally:
         conn.close()
@@ -181,9 +210,22 @@ def audit(db: Path, index_dir: Path, expected: dict) -> dict:
         "index_entries_not_in_db": len(stale),
         "vectors_differing": mismatched,
     }
-    failures = [k for k in ("lost", "unexpected", "wrong_content", "duplicate_identities", "duplicate_urls",
-                            "articles_without_chunks", "orphan_chunks", "chunks_not_in_index",
-                            "index_entries_not_in_db", "vectors_differing") if result[k]]
+    failures = [
+        k
+        for k in (
+            "lost",
+            "unexpected",
+            "wrong_content",
+            "duplicate_identities",
+            "duplicate_urls",
+            "articles_without_chunks",
+            "orphan_chunks",
+            "chunks_not_in_index",
+            "index_entries_not_in_db",
+            "vectors_differing",
+        )
+        if result[k]
+    ]
     if n_articles != len(want):
         failures.append("articles != expected_articles")
     result["failures"] = failures
@@ -197,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-delay", type=float, default=0.5, help="earliest kill, seconds after the start")
     parser.add_argument("--max-delay", type=float, default=20.0, help="latest kill, seconds after the start")
     parser.add_argument("--batch-size", type=int, default=8, help="articles per committed batch")
-    parser.add_argument("--after-commit", type=float, default=0.5,
-                        help="fraction of kills that wait for the run's first commit, then a random jitter")
+    parser.add_argument(
+        "--after-commit",
+        type=float,
+        default=0.5,
+        help="fraction of kills that wait for the run's first commit, then a random jitter",
+    )
     parser.add_argument("--jitter", type=float, default=3.0, help="seconds of jitter after that commit")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", metavar="DIR", help="build the archive in DIR and keep it")
@@ -214,26 +260,41 @@ def main(argv: list[str] | None = None) -> int:
         source = head_csv(fetch_news_articles(), args.rows, work / "source.csv")
         db, index_dir = work / "archive.db", work / "indexes"
         expected = expected_articles(source)
-        print(f"source: {expected['rows_with_body']} rows with a body, {expected['distinct_urls']} distinct URLs, "
-              f"{len(expected['by_identity'])} distinct articles the reader accepts "
-              f"({expected['rejected']} rejected); seed {seed}")
+        print(
+            f"source: {expected['rows_with_body']} rows with a body, {expected['distinct_urls']} distinct URLs, "
+            f"{len(expected['by_identity'])} distinct articles the reader accepts "
+            f"({expected['rejected']} rejected); seed {seed}"
+        )
         started = time.monotonic()
-        rounds = crash_rounds(source, db, index_dir, kills=args.kills, min_delay=args.min_delay,
-                              max_delay=args.max_delay, batch_size=args.batch_size, rng=rng,
-                              after_commit=args.after_commit, jitter=args.jitter)
+        rounds = crash_rounds(
+            source,
+            db,
+            index_dir,
+            kills=args.kills,
+            min_delay=args.min_delay,
+            max_delay=args.max_delay,
+            batch_size=args.batch_size,
+            rng=rng,
+            after_commit=args.after_commit,
+            jitter=args.jitter,
+        )
         after_kills = verify(db, index_dir)  # before any rerun: what the last kill left behind
         print(f"verify right after the last kill: {after_kills.get('problems') or 'clean'}")
         final = run_to_completion(source, db, index_dir, args.batch_size)
-        print(f"rerun to completion: added {final['added']}, updated {final['updated']}, "
-              f"unchanged {final['unchanged']}, rejected {len(final['rejected'])}")
+        print(
+            f"rerun to completion: added {final['added']}, updated {final['updated']}, "
+            f"unchanged {final['unchanged']}, rejected {len(final['rejected'])}"
+        )
         first = verify(db, index_dir)
         repaired = None if first.get("ok") and not first.get("problems") else verify(db, index_dir, repair=True)
         second = verify(db, index_dir)
         result = audit(db, index_dir, expected)
         elapsed = time.monotonic() - started
 
-    print(f"\nkills survived: {rounds['kills']} (SIGKILL while `archive load` ran; {rounds['kills_after_progress']} "
-          f"after it had committed new articles; {rounds['finished_before_kill']} rounds finished first)")
+    print(
+        f"\nkills survived: {rounds['kills']} (SIGKILL while `archive load` ran; {rounds['kills_after_progress']} "
+        f"after it had committed new articles; {rounds['finished_before_kill']} rounds finished first)"
+    )
     print(f"verify after rerun: {'clean' if first.get('ok') and not first.get('problems') else first}")
     if repaired is not None:
         print(f"verify --repair: {repaired}")
@@ -242,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         if key != "failures":
             print(f"  {key:26} {value}")
     ok = not result["failures"] and second.get("ok") and not second.get("problems")
-    print(f"\n{'PASS' if ok else 'FAIL: ' + ', '.join(result['failures'])} in {elapsed:.0f} s "
-          f"(rows {args.rows or 'all'}, seed {seed})")
+    print(
+        f"\n{'PASS' if ok else 'FAIL: ' + ', '.join(result['failures'])} in {elapsed:.0f} s "
+        f"(rows {args.rows or 'all'}, seed {seed})"
+    )
     return 0 if ok else 1
 
 

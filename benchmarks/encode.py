@@ -30,7 +30,6 @@ FIRST_VECTOR = (
 
 
 def real_chunks(n: int, encoder: Encoder) -> list[str]:
-    csv.field_size_limit(1 << 30)
     chunker, texts = Chunker(encoder), []
     with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import hashlib
 import os
 import socket
@@ -32,7 +31,7 @@ import numpy as np
 
 from archive import Archive, store, terms
 from archive.embed import Encoder
-from archive.sample import fetch_news_articles
+from archive.sample import news_rows
 
 from .ann import real_vectors, synthesise
 
@@ -40,9 +39,7 @@ PER_ARTICLE = 4
 
 
 def corpus_rows() -> list[dict]:
-    csv.field_size_limit(1 << 30)
-    with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if r["text"].strip() and r["title"].strip()]
+    return [r for r in news_rows() if r["text"].strip() and r["title"].strip()]
 
 
 def make_archive(

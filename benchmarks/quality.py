@@ -21,7 +21,6 @@ re-embeds nothing.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import random
@@ -39,7 +38,7 @@ import numpy as np
 
 from archive import Archive
 from archive.embed import Encoder, default_model_path
-from archive.sample import fetch_news_articles
+from archive.sample import news_rows
 
 CACHE = Path.home() / ".cache" / "news-archive" / "quality"
 MODES = ("semantic", "keyword", "hybrid")
@@ -83,12 +82,6 @@ def bbc_data() -> list[dict]:
             title, _, body = text.strip().partition("\n")
             docs.append({"key": f"{m[1]}/{m[2]}", "category": m[1], "title": title.strip(), "body": body.strip()})
     return docs
-
-
-def news_rows() -> list[dict]:
-    csv.field_size_limit(1 << 30)
-    with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 # ---- embeddings cached by text ----------------------------------------------------------------------------

@@ -20,7 +20,6 @@ lock error, or a visibility time over the target.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -57,11 +56,9 @@ def free_port() -> int:
 
 
 def news_rows() -> list[dict]:
-    from archive.sample import fetch_news_articles
+    from archive.sample import news_rows
 
-    csv.field_size_limit(1 << 30)
-    with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if r["text"].strip() and r["title"].strip()]
+    return [r for r in news_rows() if r["text"].strip() and r["title"].strip()]
 
 
 def build_archive(rows: list[dict], work: Path) -> Path:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from archive import Archive, search, stories, terms
-from archive.sample import fetch_news_articles
+from archive.sample import news_rows
 
 PAIRS = Path(__file__).with_name("story_pairs.jsonl")
 CACHE = Path.home() / ".cache" / "news-archive" / "stories"
@@ -48,9 +48,7 @@ def build(pairs: list[dict], others: int = 150) -> tuple[Path, float]:
     if db.exists() and timing.exists():
         return db, json.loads(timing.read_text())["per_article"]
     CACHE.mkdir(parents=True, exist_ok=True)
-    csv.field_size_limit(1 << 30)
-    with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = news_rows()
     urls = {p["a_url"] for p in pairs} | {p["b_url"] for p in pairs}
     rest = [r for r in rows if r["article_source_link"] not in urls and r["text"].strip()]
     chosen = [r for r in rows if r["article_source_link"] in urls] + random.Random(5).sample(rest, others)

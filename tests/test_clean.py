@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 import time
 import unicodedata
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from archive.clean import boilerplate_hits, clean_text, clean_title
+from archive.sample import news_rows
 
 
 @pytest.mark.parametrize(
@@ -251,9 +251,7 @@ def _alnum(text: str) -> str:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    csv.field_size_limit(1 << 30)
-    with open(path, newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if r["text"].strip()]
+    return [r for r in news_rows(path) if r["text"].strip()]
 
 
 @pytest.mark.slow

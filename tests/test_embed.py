@@ -1,6 +1,5 @@
 """The Encoder with the real bundled model, on both backends (the ONNX export is cached after the first run)."""
 
-import csv
 import subprocess
 import sys
 
@@ -10,6 +9,7 @@ import pytest
 from archive import Archive
 from archive.embed import Encoder
 from archive.models import ArchiveError
+from archive.sample import news_rows
 
 SIMILAR = (
     "Cyclone Debbie made landfall in Queensland, bringing destructive winds and flooding.",
@@ -32,9 +32,7 @@ def onnx_encoder():
 @pytest.fixture(scope="module")
 def news_texts(news_csv):
     """Sixteen real article bodies (long enough to fill the 256-token window) and four short titles."""
-    csv.field_size_limit(1 << 30)
-    with open(news_csv, newline="", encoding="utf-8") as f:
-        rows = [r for _, r in zip(range(400), csv.DictReader(f))]
+    rows = news_rows(news_csv)[:400]
     bodies = [r["text"] for r in rows if len(r["text"]) > 1500][:16]
     titles = [r["title"] for r in rows if r["title"].strip()][:4]
     return bodies + titles
