@@ -363,7 +363,7 @@ def _failed(error: BaseException) -> Future:
 
 
 def _timed_batches(items: Iterable, size: int, report: LoadReport) -> Iterator[list]:
-    """`_batches`, counting the time spent waiting for them in `report.input_wait_seconds`."""
+    """Lists of `size` items, counting the time spent waiting for them in `report.input_wait_seconds`."""
     it = iter(items)
     while True:
         t = time.monotonic()
@@ -371,12 +371,6 @@ def _timed_batches(items: Iterable, size: int, report: LoadReport) -> Iterator[l
         report.input_wait_seconds += time.monotonic() - t
         if not batch:
             return
-        yield batch
-
-
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
         yield batch
 
 
@@ -391,7 +385,7 @@ def reembed_articles(arc, ids: list[int], progress=None) -> None:
     try:
         workers = (os.cpu_count() or 1) if len(ids) > 256 else 0  # as a load: processes only for a big job
         with Feeder(records, arc.encoder, None, workers) as prepared:
-            for batch in _batches(prepared, _batch_size(arc.encoder)):
+            for batch in _timed_batches(prepared, _batch_size(arc.encoder), report):
                 plans = store.classify(reader, batch)
                 for p in plans:  # same text, new model: every chunk is embedded anew
                     p.status = "updated"

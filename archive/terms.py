@@ -50,16 +50,20 @@ STOP_WORDS = frozenset(
 )
 
 
+def _counted(word: str) -> bool:
+    """A lower-cased word that counts: three letters or more, not a number, not a function word."""
+    return len(word) > 2 and not word.isdigit() and word not in STOP_WORDS
+
+
 def words(text: str) -> list[str]:
     """The counted words of a text: lower-cased, three letters or more, no numbers, no function words."""
-    lowered = (x.lower() for x in _WORD.findall(text))
-    return [w for w in lowered if len(w) > 2 and not w.isdigit() and w not in STOP_WORDS]
+    return [w for w in _WORD.findall(text.lower()) if _counted(w)]
 
 
 def counts(title: str | None, body: str | None) -> Counter:
-    """Word counts of an article (title and body), filtered like `words` but per distinct word: ~4x faster."""
+    """Word counts of an article (title and body), filtered per distinct word rather than per occurrence."""
     found = Counter(_WORD.findall(f"{title or ''}\n{body or ''}".lower()))
-    return Counter({w: n for w, n in found.items() if len(w) > 2 and not w.isdigit() and w not in STOP_WORDS})
+    return Counter({w: n for w, n in found.items() if _counted(w)})
 
 
 # ---- writes -----------------------------------------------------------------------------------------------
