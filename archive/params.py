@@ -6,6 +6,7 @@ the plugin answers 400 with it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 from .models import ArchiveError
@@ -16,6 +17,21 @@ DEFAULT_K = 10
 MAX_K = 100  # results per request, in the CLI as in the plugin (a public server's cost bound)
 MAX_QUERY_CHARS = 1000
 MAX_WINDOW_DAYS = 36_500
+
+
+@dataclass(frozen=True)
+class RelatedWeights:
+    """How related coverage scores a candidate (measured with `python -m benchmarks.quality --sweep`).
+
+    keyword_weight: the hybrid score is (1 - w) x semantic + w x TF-IDF cosine; 0.5 won on Lee r and BBC P@10.
+    semantic_score: "both" (soft chunk matching both ways averaged with the mean vectors' cosine), or the
+    alternatives measured against it: "chamfer", "mean", "lead" (first chunks only)."""
+
+    keyword_weight: float = 0.5
+    semantic_score: str = "both"
+
+
+DEFAULT_WEIGHTS = RelatedWeights()
 
 
 def check_k(value: object) -> int:

@@ -22,6 +22,7 @@ from . import dedupe, params, store, stories, terms
 from .embed import Encoder
 from .index import ChunkIndex
 from .models import ArchiveError, Result
+from .params import DEFAULT_WEIGHTS, RelatedWeights  # (one source with stories; re-exported)
 
 MODES = params.MODES
 RRF_K = 60
@@ -309,21 +310,6 @@ def search(
 # ---- related coverage ------------------------------------------------------------------------------------
 
 MLT_TERMS = 25  # keyword candidates: a full-text OR query of the article's most distinctive words
-
-
-@dataclass(frozen=True)
-class RelatedWeights:
-    """How related coverage scores a candidate (measured with `python -m benchmarks.quality --sweep`).
-
-    keyword_weight: the hybrid score is (1 - w) x semantic + w x TF-IDF cosine; 0.5 won on Lee r and BBC P@10.
-    semantic_score: "both" (soft chunk matching both ways averaged with the mean vectors' cosine), or the
-    alternatives measured against it: "chamfer", "mean", "lead" (first chunks only)."""
-
-    keyword_weight: float = 0.5
-    semantic_score: str = "both"
-
-
-DEFAULT_WEIGHTS = RelatedWeights()
 
 
 def related(

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import store, terms
 from .models import ArchiveError
+from .params import DEFAULT_WEIGHTS
 from .store import transaction
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ create index if not exists article_story_day on article_story (day);
 # 0.862 to 0.907 (5-fold cross-validated: 0.847 to 0.891).
 SAME_STORY = {"hybrid": 0.47, "semantic": 0.67, "keyword": 0.28}
 SAME_STORY_DAYS = 14
-KEYWORD_WEIGHT = 0.5  # the hybrid blend of archive/search.py's related coverage
 WINDOW_DAYS = SAME_STORY_DAYS  # candidates published within this many days either side (chains go further)
 RECENT = 2000  # an undated article is compared with this many most recently loaded articles
 CANDIDATES = 12  # closest by mean vector, then scored exactly
@@ -206,13 +206,14 @@ def _scores(db, aid: int, own: np.ndarray | None, candidates: list[int]) -> dict
         return {}
     from .search import _semantic_similarity  # search imports this module
 
+    w = DEFAULT_WEIGHTS  # related coverage's own blend: "same story" thresholds its score
     theirs = _chunk_vectors(db, candidates)
     keyword = terms.similarity(db, aid, candidates)
     out = {}
     for c in candidates:
         if c in theirs:
-            sem, _ = _semantic_similarity(own, theirs[c], list(range(len(theirs[c]))))
-            out[c] = (1 - KEYWORD_WEIGHT) * sem + KEYWORD_WEIGHT * keyword.get(c, 0.0)
+            sem, _ = _semantic_similarity(own, theirs[c], list(range(len(theirs[c]))), w.semantic_score)
+            out[c] = (1 - w.keyword_weight) * sem + w.keyword_weight * keyword.get(c, 0.0)
     return out
 
 

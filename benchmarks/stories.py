@@ -77,7 +77,8 @@ def pair_scores(arc: Archive, pairs: list[dict]) -> tuple[dict[str, np.ndarray],
         kw = terms.similarity(arc.db, a, [b])[b]
         out["semantic"].append(sem)
         out["keyword"].append(kw)
-        out["hybrid"].append((1 - stories.KEYWORD_WEIGHT) * sem + stories.KEYWORD_WEIGHT * kw)
+        w = search.DEFAULT_WEIGHTS.keyword_weight
+        out["hybrid"].append((1 - w) * sem + w * kw)
     labels = np.array([p["same_story"] for p in pairs])
     return {m: np.array(v) for m, v in out.items()}, labels, ids
 
