@@ -29,6 +29,7 @@ from .chunk import Chunker
 from .embed import DEFAULT_MODEL_NAME, Encoder
 from .maintenance import Maintenance
 from .models import ArchiveError, Result
+from .rerank import POOL as RERANK_POOL
 
 if TYPE_CHECKING:  # loading and checking are imported when used: a query (a server, a one-off search) needs neither
     from .ingest import LoadReport
@@ -225,12 +226,25 @@ class Archive:
         since: str | None = None,
         until: str | None = None,
         mode: str = "hybrid",
+        rerank: bool = False,
     ) -> list[Result]:
-        """Articles ranked for `query` (mode: semantic, keyword or hybrid), best chunk as the passage."""
+        """Articles ranked for `query` (mode: semantic, keyword or hybrid), best chunk as the passage.
+
+        `rerank` re-orders the top 20 with the cross-encoder (archive/rerank.py: seconds a query on a CPU)."""
         filters = srch.Filters(outlet, since, until)
+        pool = max(k, RERANK_POOL) if rerank else k
         if mode == "keyword":  # full-text only: no model, no index
-            return srch.search(self.db, None, None, query, k=k, filters=filters, mode=mode)
-        return srch.search(self.db, self._index(), self.encoder, query, k=k, filters=filters, mode=mode)
+            results = srch.search(self.db, None, None, query, k=pool, filters=filters, mode=mode)
+        else:
+            results = srch.search(self.db, self._index(), self.encoder, query, k=pool, filters=filters, mode=mode)
+        return self.reranker.rerank(query, results, RERANK_POOL)[:k] if rerank else results
+
+    @cached_property
+    def reranker(self):
+        """The cross-encoder (rerank.Reranker), loaded at first use; ArchiveError naming the install if missing."""
+        from .rerank import Reranker
+
+        return Reranker()
 
     def related(
         self,
