@@ -301,26 +301,33 @@ def _echo_load_report(report) -> None:
     type=click.File("r"),
     help='JSON Lines of {"query": ..., "k": ...}; one JSON answer a line, in order',
 )
-def search(query, db_path, index_dir, model, as_json, k, outlet, since, until, mode, batch_file):
+@click.option(
+    "--rerank/--no-rerank",
+    default=None,
+    help="Re-order the top 20 with the cross-encoder (`archive models install reranker`; seconds a query on a "
+    "CPU). Default: on where a GPU is present and the re-ranker is installed",
+)
+def search(query, db_path, index_dir, model, as_json, k, outlet, since, until, mode, batch_file, rerank):
     """Search articles by meaning.
 
     \b
     Example:
         archive search "avalanche buries hotel in Italy" -k 5
         archive search "cyclone" --outlet abcnews.go.com --since 2017-03-01 --json
+        archive search "the hotel the snow buried" --rerank
     """
+    from .rerank import default_on
+
     arc = Archive(db_path, index_dir, model)
+    rerank = default_on() if rerank is None else rerank
+    if rerank:
+        arc.reranker  # noqa: B018 - a missing re-ranker is said once, before any query runs
+    options = {"k": k, "outlet": outlet, "since": since, "until": until, "mode": mode, "rerank": rerank}
     if batch_file:
-        return _run_batch(
-            batch_file,
-            "query",
-            lambda q, opts: arc.search(
-                q, **{"k": k, "outlet": outlet, "since": since, "until": until, "mode": mode, **opts}
-            ),
-        )
+        return _run_batch(batch_file, "query", lambda q, opts: arc.search(q, **{**options, **opts}))
     if not query:
         raise click.UsageError("give a QUERY or --batch FILE")
-    _echo_results(query, arc.search(query, k=k, outlet=outlet, since=since, until=until, mode=mode), as_json)
+    _echo_results(query, arc.search(query, **options), as_json)
 
 
 @cli.command()
