@@ -65,7 +65,8 @@ def section(rec: dict) -> str:
     ]
     figures = rec.get("figures")
     if isinstance(figures, dict):
-        out.append(table([{"figure": k, "value": v} for k, v in figures.items()]))
+        scalars = {k: v for k, v in figures.items() if k not in ("rows", "extrapolated")}  # those get tables
+        out.append(table([{"figure": k, "value": v} for k, v in scalars.items()]))
     for key in ("rows", "extrapolated"):
         value = rec.get(key) or (figures or {}).get(key) if isinstance(figures, dict) else rec.get(key)
         if isinstance(value, list) and value and isinstance(value[0], dict):
