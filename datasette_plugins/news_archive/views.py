@@ -35,6 +35,7 @@ class SearchParams:
     outlet: str = ""
     since: str = ""
     until: str = ""
+    rerank: bool = False
 
     def filters(self) -> dict:
         return {"outlet": self.outlet or None, "since": self.since or None, "until": self.until or None}
@@ -68,7 +69,21 @@ def search_params(args) -> SearchParams:
     q = checked(rules.check_query, q) if q else ""
     mode = checked(rules.check_mode, args.get("mode"))
     return SearchParams(q, parse_k(args.get("k")), mode, (args.get("outlet") or "").strip(),
-                        parse_date(args.get("since"), "since"), parse_date(args.get("until"), "until"))
+                        parse_date(args.get("since"), "since"), parse_date(args.get("until"), "until"),
+                        parse_rerank(args.getlist("rerank")))
+
+
+def parse_rerank(values: list[str]) -> bool:
+    """rerank=1 or 0 (the form sends a hidden 0 before its checkbox's 1: the last wins); absent: the default
+    (on only where a GPU is present and the re-ranker installed)."""
+    if not values:
+        from archive.rerank import default_on
+
+        return default_on()
+    value = values[-1].strip().lower()
+    if value not in ("1", "0", "true", "false", "on", "off"):
+        raise BadRequest("rerank must be 1 or 0")
+    return value in ("1", "true", "on")
 
 
 async def archive_for(datasette, request):
@@ -145,7 +160,7 @@ async def semantic(datasette, request):
     if params.q:
         try:
             results = await library_call(handle, lambda arc: arc.search(params.q, k=params.k, mode=params.mode,
-                                                                        **params.filters()))
+                                                                        rerank=params.rerank, **params.filters()))
         except Unavailable:
             if not loading:  # a load that has not saved its first index yet: no results so far, not an error
                 raise
