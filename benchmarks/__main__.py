@@ -4,8 +4,8 @@
                                     # then txtai against ours on the FULL NewsArticles sample (the long part)
     python -m benchmarks.ann --sizes 100000,1000000     # each module alone, at full size
 
-The first four keep to a few minutes on 2 cores. The txtai comparison (benchmarks.peer) embeds all ~13k chunks
-of the sample three times (txtai, ours torch, ours onnx int8): ~35-45 min on 2 free cores, far longer on a busy
+The first four keep to a few minutes on 2 cores. The txtai comparison (benchmarks.peer) embeds all 14,248 chunks
+of the sample three times (txtai, ours torch, ours onnx int8): ~35-50 min on 2 free cores, far longer on a busy
 machine; `python -m benchmarks.peer --limit 50 --queries 20` is its quick check. Each module's --help gives the
 full sizes.
 """

@@ -1,6 +1,6 @@
 """Peer: txtai against ours on the full NewsArticles sample, the same model folder, the same CPU, one run.
 
-    python -m benchmarks.peer                          # every article (~13k chunks), 200 queries: the long one
+    python -m benchmarks.peer                          # all 3,824 articles (14,248 chunks), 200 queries: long
     python -m benchmarks.peer --limit 50 --queries 20  # a quick check of the whole path
 
 Inputs: our chunker's chunks of every article with a body (title prefix, <= the model's 256 tokens), the same
