@@ -9,6 +9,7 @@ Assignment is incremental and single-link: a new article is scored against the a
 WINDOW_DAYS of it (an undated one: the RECENT most recently loaded), the CANDIDATES closest by mean vector
 first; it joins the story of the best one at or above the threshold, or starts its own. When it reaches
 the threshold with members of several stories, it bridges them and they merge (the oldest story id stays).
+Deleting an article that bridged two stories splits them again (`split`: only that story's members).
 Near-duplicate copies (archive/dedupe.py) always share a story. Everything here runs inside the caller's
 transaction (the load batch's, the delete's) and reads only what is already stored: the chunk vectors, the
 keyword signatures and the near-duplicate groups.
@@ -57,6 +58,10 @@ WINDOW_DAYS = SAME_STORY_DAYS  # candidates published within this many days eith
 RECENT = 2000  # an undated article is compared with this many most recently loaded articles
 CANDIDATES = 12  # closest by mean vector, then scored exactly
 MIN_COSINE = 0.45  # ... among those at least this close: no labelled same-story pair scoring 0.45 was below 0.5
+# A delete re-scores the links of the story it leaves: links within SPLIT_MARGIN under the threshold hold, because
+# the keyword half's idf moves as the archive grows (a hash-encoder link made at 0.47 scored 0.467 after later
+# batches; no real-model story of benchmarks/stories.py's archive split after a rebuild in batches of 16).
+SPLIT_MARGIN = 0.01
 
 
 def ensure_tables(db: sqlite_utils.Database) -> None:
@@ -81,42 +86,42 @@ def same_story(score: float, mode: str = "hybrid", published: str | None = None,
 
 
 class _Pool:
-    """The already-assigned articles a batch is compared with: ids, stories, days and mean vectors.
-
-    Vectors and day numbers live in arrays that grow by doubling, so adding an article is O(1) and a look-up
-    is one matrix-vector product (rebuilding the matrix per added article made a batch quadratic)."""
+    """The already-assigned articles a batch is compared with: ids, stories, days and unit mean vectors."""
 
     UNDATED = -(10**9)  # an undated article is inside every window
 
-    def __init__(self) -> None:
+    def __init__(self, dim: int = 0) -> None:
         self.ids: list[int] = []
-        self.story: dict[int, int] = {}
-        self._vecs: np.ndarray | None = None
-        self._days = np.zeros(0, np.int64)
+        self.story: dict[int, int] = {}  # the pool's and the batch's articles (a merge renames stories here too)
+        self.vectors = np.zeros((0, dim), np.float32)
+        self.days = np.zeros(0, np.int64)
+        self.merged: dict[int, int] = {}  # story id -> the story it merged into, during this batch
 
-    def add(self, aid: int, story_id: int, day: str | None, vec: np.ndarray) -> None:
-        n = len(self.ids)
-        if self._vecs is None:
-            self._vecs, self._days = np.zeros((16, len(vec)), np.float32), np.zeros(16, np.int64)
-        if n == len(self._vecs):
-            self._vecs = np.concatenate([self._vecs, np.zeros_like(self._vecs)])
-            self._days = np.concatenate([self._days, np.zeros_like(self._days)])
-        self._vecs[n] = vec
-        self._days[n] = date.fromisoformat(day).toordinal() if day else self.UNDATED
-        self.ids.append(aid)
-        self.story[aid] = story_id
+    def extend(self, rows: list[tuple]) -> None:
+        """Add (article_id, story_id, day, float16 vector blob) rows, in one array operation."""
+        if not rows:
+            return
+        mat = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float16).reshape(len(rows), -1)
+        self.vectors = mat.astype(np.float32) if not len(self.ids) else np.vstack([self.vectors, mat])
+        self.days = np.concatenate([self.days, [_ordinal(r[2]) for r in rows]])
+        self.ids += [r[0] for r in rows]
+        self.story.update((r[0], r[1]) for r in rows)
 
-    def nearest(self, vec: np.ndarray, day: str | None, n: int, min_cosine: float) -> list[int]:
-        if not self.ids:
-            return []
-        count = len(self.ids)
-        sims = self._vecs[:count] @ vec
-        if day is not None:
-            d, days = date.fromisoformat(day).toordinal(), self._days[:count]
-            inside = (days == self.UNDATED) | (np.abs(days - d) <= WINDOW_DAYS)
-            sims = np.where(inside, sims, -np.inf)
-        order = np.argsort(-sims)[:n]
-        return [self.ids[i] for i in order if sims[i] >= min_cosine]
+    def rename(self, old: int, new: int) -> None:
+        self.merged[old] = new
+        for k, s in self.story.items():
+            if s == old:
+                self.story[k] = new
+
+    def current(self, sid: int) -> int:
+        """A story id as it is now (after the batch's merges)."""
+        while sid in self.merged:
+            sid = self.merged[sid]
+        return sid
+
+
+def _ordinal(day: str | None) -> int:
+    return date.fromisoformat(day).toordinal() if day else _Pool.UNDATED
 
 
 def assign(
@@ -128,43 +133,198 @@ def assign(
     """Inside the caller's transaction: give each article a story (re-assign one already in a story).
 
     Returns article id -> story id. `threshold` (default SAME_STORY["hybrid"]) and `min_cosine` are the
-    real model's; another encoder's vectors may need others."""
+    real model's; another encoder's vectors may need others. Each read is done once per batch (the load's
+    cost per article: `python -m benchmarks.stories --part cost`)."""
     ids = sorted({int(i) for i in article_ids if i is not None})
     if not ids:
         return {}
     threshold = SAME_STORY["hybrid"] if threshold is None else threshold
     _detach(db, ids)
-    rows = {
-        r[0]: r[1:]
-        for r in store.select_in(db, "select id, published, outlet from articles where id in ({marks})", ids)
-    }
+    published = dict(store.select_in(db, "select id, published from articles where id in ({marks})", ids))
+    ids = [a for a in ids if a in published]
+    if not ids:
+        return {}
     chunk_vecs = _chunk_vectors(db, ids)
-    days = {aid: _day(rows[aid][0]) for aid in ids if aid in rows}
-    pool = _pool(db, [d for d in days.values() if d], any(d is None for d in days.values()), min(ids))
+    days = {aid: _day(published[aid]) for aid in ids}
+    vecs = {aid: _unit(v.mean(axis=0)) for aid, v in chunk_vecs.items()}
+    pool = _pool(db, [d for d in days.values() if d], None in days.values(), ids[0])
+    candidates = _candidates(pool, ids, vecs, days, min_cosine)
+    scorer = _Scorer(db, chunk_vecs, {c for cs in candidates.values() for c in cs})
     groups = _duplicate_stories(db, ids)
-    out, touched = {}, set()
     for aid in ids:
-        if aid not in rows:
-            continue
-        vec = _unit(chunk_vecs[aid].mean(axis=0)) if aid in chunk_vecs else None
-        candidates = pool.nearest(vec, days[aid], CANDIDATES, min_cosine) if vec is not None else []
-        sid = _place(db, aid, candidates, pool, groups.get(aid, set()), chunk_vecs, threshold)
-        touched.add(sid)
-        out[aid] = sid
-        blob = None if vec is None else vec.astype(np.float16).tobytes()
-        db.execute("insert or replace into article_story values (?, ?, ?, ?)", [aid, sid, days[aid], blob])
-        if vec is not None:
-            pool.add(aid, sid, days[aid], vec)
-    for sid in touched:
-        _summarise(db, sid)
+        pool.story[aid] = _place(db, aid, scorer.scores(aid, candidates[aid]), pool, groups.get(aid, set()), threshold)
+    out = {aid: pool.story[aid] for aid in ids}
+    db.conn.executemany(
+        "insert or replace into article_story values (?, ?, ?, ?)",
+        [(a, out[a], days[a], vecs[a].astype(np.float16).tobytes() if a in vecs else None) for a in ids],
+    )
+    _summarise_many(db, set(out.values()))
     return out
 
 
-def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
-    """Inside the caller's (delete) transaction: take articles out of their stories; an empty story goes."""
+def _candidates(pool: _Pool, ids: list[int], vecs: dict, days: dict, min_cosine: float) -> dict[int, list[int]]:
+    """Each article's CANDIDATES closest (by mean vector, at least min_cosine) among the pool and the batch's
+    earlier articles, within WINDOW_DAYS of its date (an undated article, or an undated other: any date)."""
+    out: dict[int, list[int]] = {aid: [] for aid in ids}
+    mine = [a for a in ids if a in vecs]
+    if not mine:
+        return out
+    batch = np.vstack([vecs[a] for a in mine])
+    own_days = np.array([_ordinal(days[a]) for a in mine])
+    every = np.vstack([pool.vectors, batch]) if len(pool.ids) else batch
+    every_days = np.concatenate([pool.days, own_days])
+    every_ids = pool.ids + mine
+    sims = batch @ every.T
+    mine_d, other_d = own_days[:, None], every_days[None, :]
+    inside = (mine_d == _Pool.UNDATED) | (other_d == _Pool.UNDATED) | (np.abs(mine_d - other_d) <= WINDOW_DAYS)
+    inside[:, len(pool.ids) :] &= np.tri(len(mine), k=-1, dtype=bool)  # only the batch's earlier articles
+    sims = np.where(inside & (sims >= min_cosine), sims, -np.inf)
+    n = min(CANDIDATES, sims.shape[1])
+    top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+    for row, aid in enumerate(mine):
+        out[aid] = [every_ids[j] for j in top[row] if sims[row, j] > -np.inf]
+    return out
+
+
+class _Scorer:
+    """The hybrid related-coverage score (archive/search.py, DEFAULT_WEIGHTS) of a batch's articles with their
+    candidates; every read (chunk vectors, keyword signatures, document frequencies) is one query per batch."""
+
+    def __init__(self, db, chunk_vecs: dict[int, np.ndarray], candidates: set[int]) -> None:
+        self.chunks = {**chunk_vecs, **_chunk_vectors(db, sorted(candidates - set(chunk_vecs)))}
+        self.means = {a: _unit(v.mean(axis=0)) for a, v in self.chunks.items()}
+        sigs = terms.signatures(db, sorted(set(chunk_vecs) | candidates))
+        self.vocab = np.unique(np.concatenate([s[:, 0] for s in sigs.values()])) if sigs else np.zeros(0, np.int32)
+        idf = terms._idf(db, self.vocab)  # (terms.similarity's own weights, computed once per batch)
+        self.keywords = {
+            a: (np.searchsorted(self.vocab, s[:, 0]), terms._weights(s, self.vocab, idf))
+            for a, s in sigs.items()
+            if len(s)
+        }
+
+    def scores(self, aid: int, candidates: list[int]) -> dict[int, float]:
+        own = self.chunks.get(aid)
+        candidates = [c for c in candidates if c in self.chunks]
+        if own is None or not candidates:
+            return {}
+        w = DEFAULT_WEIGHTS
+        semantic = self._semantic(aid, own, candidates, w.semantic_score)
+        keyword = self._keyword(aid, candidates)
+        return {
+            c: float((1 - w.keyword_weight) * s + w.keyword_weight * k)
+            for c, s, k in zip(candidates, semantic, keyword)
+        }
+
+    def _semantic(self, aid: int, own: np.ndarray, candidates: list[int], how: str) -> np.ndarray:
+        """search._semantic_similarity for many candidates at once ("both": soft chunk matching both ways,
+        averaged with the cosine of the mean vectors); the other variants one by one through it."""
+        theirs = [self.chunks[c] for c in candidates]
+        if how != "both":
+            from .search import _semantic_similarity  # search imports this module
+
+            return np.array([_semantic_similarity(own, t, list(range(len(t))), how)[0] for t in theirs])
+        lengths = np.array([len(t) for t in theirs])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        sims = own @ np.vstack(theirs).T
+        mine_to_theirs = np.maximum.reduceat(sims, starts, axis=1).mean(axis=0)
+        theirs_to_mine = np.add.reduceat(sims.max(axis=0), starts) / lengths
+        means = np.vstack([self.means[c] for c in candidates]) @ self.means[aid]
+        return 0.5 * (0.5 * (mine_to_theirs + theirs_to_mine) + means)
+
+    def _keyword(self, aid: int, candidates: list[int]) -> np.ndarray:
+        """TF-IDF cosine (terms.similarity) with each candidate: its weights read off the article's dense vector."""
+        if aid not in self.keywords:
+            return np.zeros(len(candidates))
+        dense = np.zeros(len(self.vocab))
+        cols, weights = self.keywords[aid]
+        dense[cols] = weights
+        return np.array(
+            [dense[self.keywords[c][0]] @ self.keywords[c][1] if c in self.keywords else 0.0 for c in candidates]
+        )
+
+
+def forget(
+    db: sqlite_utils.Database,
+    article_ids: Iterable[int],
+    threshold: float | None = None,
+    min_cosine: float = MIN_COSINE,
+) -> None:
+    """Inside the caller's (delete) transaction: take articles out of their stories; an empty story goes, and a
+    story whose remaining members no longer connect (a deleted article bridged them) splits (see `split`)."""
     ids = [int(i) for i in article_ids]
     if ids and "article_story" in db.table_names():
-        _detach(db, ids)
+        for sid in _detach(db, ids):
+            split(db, sid, threshold, min_cosine)
+
+
+def split(
+    db: sqlite_utils.Database, story_id: int, threshold: float | None = None, min_cosine: float = MIN_COSINE
+) -> list[int]:
+    """Inside the caller's transaction: split a story into its connected parts, and return their story ids.
+
+    Two members connect as assignment joins them (near-duplicate copies; or within WINDOW_DAYS, mean vectors at
+    least `min_cosine` apart and a score at or above `threshold`, each less SPLIT_MARGIN), so a story only its
+    deleted bridge held together falls apart. The part with the oldest article keeps the id. Costs one story's
+    pairs, no more."""
+    threshold = (SAME_STORY["hybrid"] if threshold is None else threshold) - SPLIT_MARGIN
+    rows = db.execute("select article_id, day, vector from article_story where story_id = ? order by article_id",
+                      [story_id]).fetchall()  # fmt: skip
+    if len(rows) < 2:
+        return [story_id] if rows else []
+    parent = {r[0]: r[0] for r in rows}
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in _links(db, rows, threshold, min_cosine - SPLIT_MARGIN):
+        parent[root(a)] = root(b)
+    parts: dict[int, list[int]] = {}
+    for aid, _, _ in rows:
+        parts.setdefault(root(aid), []).append(aid)
+    out = [story_id]
+    for members in sorted(parts.values())[1:]:  # the part holding the oldest article keeps the story
+        sid = db.execute("insert into stories (size) values (0)").lastrowid
+        for part, marks in store.in_slices(members):
+            db.execute(f"update article_story set story_id = ? where article_id in ({marks})", [sid, *part])
+        _summarise(db, sid)
+        out.append(sid)
+    if len(out) > 1:
+        _summarise(db, story_id)
+    return out
+
+
+def _links(db, rows: list[tuple], threshold: float, min_cosine: float) -> Iterable[tuple[int, int]]:
+    """The member pairs of one story that assignment would join (rows: article_id, day, float16 mean vector)."""
+    ids = [r[0] for r in rows]
+    yield from (tuple(p) for p in _duplicate_pairs(db, ids))
+    with_vec = [r for r in rows if r[2]]
+    if len(with_vec) < 2:
+        return
+    mat = np.vstack([np.frombuffer(r[2], dtype=np.float16) for r in with_vec]).astype(np.float32)
+    days = np.array([_ordinal(r[1]) for r in with_vec])
+    near = ((days[:, None] == _Pool.UNDATED) | (days[None, :] == _Pool.UNDATED)
+            | (np.abs(days[:, None] - days[None, :]) <= WINDOW_DAYS)) & (mat @ mat.T >= min_cosine)  # fmt: skip
+    scorer = _Scorer(db, _chunk_vectors(db, [r[0] for r in with_vec]), set())
+    for i, (aid, _, _) in enumerate(with_vec):
+        later = [with_vec[j][0] for j in np.flatnonzero(near[i, i + 1 :]) + i + 1]
+        for other, score in scorer.scores(aid, later).items():
+            if score >= threshold:
+                yield aid, other
+
+
+def _duplicate_pairs(db, ids: list[int]) -> list[tuple[int, int]]:
+    """Pairs of these articles in one near-duplicate group."""
+    if "article_groups" not in db.table_names():
+        return []
+    sql = (
+        "select g.article_id, m.article_id from article_groups g join article_groups m on m.group_id = g.group_id "
+        "where g.article_id in ({marks}) and m.article_id > g.article_id"
+    )
+    wanted = set(ids)
+    return [(a, b) for a, b in store.select_in(db, sql, ids) if b in wanted]
 
 
 def rebuild(db: sqlite_utils.Database, batch: int = 500) -> int:
@@ -181,72 +341,64 @@ def rebuild(db: sqlite_utils.Database, batch: int = 500) -> int:
     return len(ids)
 
 
-def _place(db, aid: int, candidates: list[int], pool: _Pool, dup_stories: set[int], chunk_vecs, threshold) -> int:
+def _place(db, aid: int, scores: dict[int, float], pool: _Pool, dup_stories: set[int], threshold: float) -> int:
     """The story the article joins (or starts); the stories it bridges merge into the oldest of them."""
-    matched = set(dup_stories)
-    for other, score in _scores(db, aid, chunk_vecs.get(aid), candidates).items():
-        if score >= threshold:
-            matched.add(pool.story[other])
-    matched = {s for s in matched if s is not None}
+    matched = {pool.current(s) for s in dup_stories} | {
+        pool.story[c] for c, score in scores.items() if score >= threshold
+    }
     if not matched:
         return db.execute("insert into stories (size) values (0)").lastrowid
     target = min(matched)
     for sid in matched - {target}:
         db.execute("update article_story set story_id = ? where story_id = ?", [target, sid])
         db.execute("delete from stories where id = ?", [sid])
-        for k, s in pool.story.items():
-            if s == sid:
-                pool.story[k] = target
+        pool.rename(sid, target)
     return target
 
 
-def _scores(db, aid: int, own: np.ndarray | None, candidates: list[int]) -> dict[int, float]:
-    """The hybrid related-coverage score of the article with each candidate (see archive/search.py)."""
-    if own is None or not candidates:
-        return {}
-    from .search import _semantic_similarity  # search imports this module
-
-    w = DEFAULT_WEIGHTS  # related coverage's own blend: "same story" thresholds its score
-    theirs = _chunk_vectors(db, candidates)
-    keyword = terms.similarity(db, aid, candidates)
-    out = {}
-    for c in candidates:
-        if c in theirs:
-            sem, _ = _semantic_similarity(own, theirs[c], list(range(len(theirs[c]))), w.semantic_score)
-            out[c] = (1 - w.keyword_weight) * sem + w.keyword_weight * keyword.get(c, 0.0)
-    return out
-
-
-def _detach(db, ids: list[int]) -> None:
-    """Take articles out of their stories; summarise what remains (an emptied story is deleted)."""
+def _detach(db, ids: list[int]) -> list[int]:
+    """Take articles out of their stories; summarise what remains (an emptied story is deleted); return the
+    stories that remain."""
     affected = {
         r[0] for r in store.select_in(db, "select story_id from article_story where article_id in ({marks})", ids)
     }
     for part, marks in store.in_slices(ids):
         db.execute(f"delete from article_story where article_id in ({marks})", part)
-    for sid in affected:
-        _summarise(db, sid)
+    return sorted(_summarise_many(db, affected))
 
 
-def _summarise(db, sid: int) -> None:
-    """Recompute a story's row from its members (delete it when it has none)."""
+def _summarise(db, sid: int) -> bool:
+    """Recompute a story's row from its members (delete it when it has none: then False)."""
+    return bool(_summarise_many(db, {sid}))
+
+
+def _summarise_many(db, sids: set[int]) -> set[int]:
+    """Recompute these stories' rows from their members, in one read and one write; delete the empty ones.
+    Returns the stories that remain."""
     sql = (
-        "select a.id, a.title, a.outlet, a.published, x.vector from article_story x join articles a "
-        "on a.id = x.article_id where x.story_id = ? order by a.id"
+        "select x.story_id, a.id, a.title, a.outlet, a.published, x.vector from article_story x join articles a "
+        "on a.id = x.article_id where x.story_id in ({marks}) order by a.id"
     )
-    members = db.execute(sql, [sid]).fetchall()
-    if not members:
-        db.execute("delete from stories where id = ?", [sid])
-        return
+    per: dict[int, list[tuple]] = {}
+    for sid, *member in store.select_in(db, sql, sorted(sids)):
+        per.setdefault(sid, []).append(tuple(member))
+    for part, marks in store.in_slices(sorted(sids - set(per))):
+        db.execute(f"delete from stories where id in ({marks})", part)
+    db.conn.executemany(
+        "insert or replace into stories (id, title, article_id, first, last, outlets, size, last_article) "
+        "values (?, ?, ?, ?, ?, ?, ?, ?)",
+        [_summary(sid, members) for sid, members in per.items()],
+    )
+    return set(per)
+
+
+def _summary(sid: int, members: list[tuple]) -> tuple:
+    """A story's row from its members (id, title, outlet, published, vector; in id order)."""
     central = _central(members)
     dated = sorted((m[3], m[0]) for m in members if m[3])
     outlets = list(dict.fromkeys(m[2] for m in sorted(members, key=_timeline_key) if m[2]))
-    db.execute(
-        "insert or replace into stories (id, title, article_id, first, last, outlets, size, last_article) "
-        "values (?, ?, ?, ?, ?, ?, ?, ?)",
-        [sid, central[1], central[0], dated[0][0] if dated else None, dated[-1][0] if dated else None,
-         json.dumps(outlets), len(members), max(m[0] for m in members)],
-    )  # fmt: skip
+    first, last = (dated[0][0], dated[-1][0]) if dated else (None, None)
+    return (sid, central[1], central[0], first, last, json.dumps(outlets), len(members), members[-1][0])
 
 
 def _central(members: list[tuple]) -> tuple:
@@ -265,7 +417,7 @@ def _timeline_key(m: tuple) -> tuple:
 def _pool(db, days: list[str], undated: bool, first_new: int) -> _Pool:
     """The assigned articles within WINDOW_DAYS of the batch's dates, plus (for undated articles) the most
     recently loaded and the undated ones."""
-    pool, clauses, params = _Pool(), [], []
+    clauses, params = [], []
     if days:
         lo, hi = _window(min(days))[0], _window(max(days))[1]
         clauses.append("(day between ? and ?)")
@@ -277,8 +429,8 @@ def _pool(db, days: list[str], undated: bool, first_new: int) -> _Pool:
         params.append(first_new - RECENT)
     where = " or ".join(clauses)
     sql = f"select article_id, story_id, day, vector from article_story where vector is not null and ({where})"
-    for aid, sid, day, blob in db.execute(sql, params):
-        pool.add(aid, sid, day, np.frombuffer(blob, dtype=np.float16).astype(np.float32))
+    pool = _Pool()
+    pool.extend(db.execute(sql, params).fetchall())
     return pool
 
 

@@ -32,6 +32,8 @@ import numpy as np
 from archive import Archive, search, stories, terms
 from archive.sample import news_rows
 
+from . import record
+
 PAIRS = Path(__file__).with_name("story_pairs.jsonl")
 CACHE = Path.home() / ".cache" / "news-archive" / "stories"
 MODES = ("hybrid", "semantic", "keyword")
@@ -169,10 +171,216 @@ def report_stories(arc: Archive, ids: list, labels: np.ndarray, load_per_article
         stories.rebuild(arc.db)
 
 
+# ---- BCubed against the BBC set's duplicate groups ----------------------------------------------------------
+
+
+def bbc_truth(per_category: int, rewrites: int) -> tuple[list[dict], list[set[str]]]:
+    """benchmarks/quality.py's BBC subset and rewritten variants (as its dedupe evaluation makes them), and the
+    truth groups by URL: each exact-duplicate set, each original with its rewrite; every other one alone."""
+    from . import quality
+
+    docs, pairs = quality.bbc_subset(quality.bbc_data(), per_category)
+    rng = random.Random(7)
+    dup_keys = {k for p in pairs for k in p}
+    sources = rng.sample([d for d in docs if d["key"] not in dup_keys and d["body"].count(".") > 6], rewrites)
+    kinds = ["drop", "reorder", "wire", "trim"]
+    variants = [(d, quality.rewrite(d, kinds[i % 4], rng)) for i, d in enumerate(sources)]
+    records = [quality.bbc_record(d) for d in docs] + [v for _, v in variants]
+    parent = {r["url"]: r["url"] for r in records}
+
+    def root(u: str) -> str:
+        while parent[u] != u:
+            u = parent[u]
+        return u
+
+    links = [(f"https://bbc.example/{a}", f"https://bbc.example/{b}") for a, b in pairs]
+    links += [(f"https://bbc.example/{d['key']}", v["url"]) for d, v in variants]
+    for a, b in links:
+        parent[root(a)] = root(b)
+    groups: dict[str, set[str]] = {}
+    for u in parent:
+        groups.setdefault(root(u), set()).add(u)
+    return records, list(groups.values())
+
+
+def bcubed(predicted: dict[str, int], truth: list[set[str]]) -> tuple[float, float, float]:
+    """BCubed precision, recall and F1 (Bagga & Baldwin 1998) of a clustering (item -> cluster) against truth."""
+    clusters: dict[int, set[str]] = {}
+    for item, c in predicted.items():
+        clusters.setdefault(c, set()).add(item)
+    group_of = {item: g for g in truth for item in g}
+    p = r = 0.0
+    for item, c in predicted.items():
+        both = len(clusters[c] & group_of[item])
+        p += both / len(clusters[c])
+        r += both / len(group_of[item])
+    p, r = p / len(predicted), r / len(predicted)
+    return p, r, 2 * p * r / (p + r)
+
+
+def report_bcubed(per_category: int, rewrites: int) -> dict:
+    """Load the BBC records through Archive.load (the real model behind quality.py's embedding cache), let the
+    load assign stories, and score them against the duplicate groups."""
+    from . import quality
+
+    records, truth = bbc_truth(per_category, rewrites)
+    arc = quality.build_archive("stories-bbc", records)
+    try:
+        url_of = dict(arc.db.execute("select id, url from articles"))
+        predicted = {url_of[a]: s for a, s in arc.db.execute("select article_id, story_id from article_story")}
+        sizes = sorted((len(v) for v in _invert(predicted).values()), reverse=True)
+        titles = [s["title"][:70] for s in stories.list_stories(arc.db, sort="size", limit=5)]
+    finally:
+        arc.close()
+    p, r, f = bcubed(predicted, truth)
+    multi = sum(len(g) > 1 for g in truth)
+    print(f"\nBCubed of stories against BBC duplicate groups: {len(predicted)} articles, {len(truth)} groups "
+          f"({multi} of 2+), {len(sizes)} stories (biggest {sizes[:5]})")  # fmt: skip
+    print(f"  P {p:.3f}  R {r:.3f}  F1 {f:.3f}   (a story may rightly hold several BBC reports of one event,")
+    print("  which the duplicate groups count against precision); biggest stories:")
+    for t in titles:
+        print(f"    {t}")
+    return {
+        "bcubed_p": round(p, 4), "bcubed_r": round(r, 4), "bcubed_f1": round(f, 4), "articles": len(predicted),
+        "truth_groups": len(truth), "truth_groups_2plus": multi, "stories": len(sizes), "biggest": sizes[:5],
+        "bbc_per_category": per_category, "rewrites": rewrites, "encoder": "real model (quality.py's cache)",
+    }  # fmt: skip
+
+
+def _invert(mapping: dict) -> dict:
+    out: dict = {}
+    for k, v in mapping.items():
+        out.setdefault(v, []).append(k)
+    return out
+
+
+# ---- story pages at 100k articles ---------------------------------------------------------------------------
+
+BENCH = Path.home() / ".cache" / "news-archive" / "bench" / "stories-100k"
+
+
+def copies_rows(n: int) -> list[dict]:
+    """BENCHMARK-ONLY DATA: NewsArticles copied until there are n rows. Copy k (k > 0) has URL suffix #k, its
+    years moved back k years, every word swapped through copy k's own random bijection of the corpus's
+    vocabulary (so copies are neither near duplicates nor one story, while each copy keeps the corpus's
+    story structure), and bodies cut to their first 1,000 characters (fewer chunks: pages read no chunks)."""
+    import re
+
+    rows = [r for r in news_rows() if r["text"].strip()]
+    word = re.compile(r"[A-Za-z]+")
+    vocab = sorted({w.lower() for r in rows for w in word.findall(r["title"] + " " + r["text"][:1000])})
+    out = []
+    for k in range(-(-n // len(rows))):
+        swap = dict(zip(vocab, np.random.default_rng(k).permutation(vocab))) if k else None
+        for r in rows[: n - len(out)]:
+            title, text = r["title"], r["text"][:1000]
+            if swap:
+                title, text = (word.sub(lambda m, swap=swap: swap[m[0].lower()], t) for t in (title, text))
+            year = re.match(r"\d{4}", r["publish_date"])
+            date_ = f"{int(year[0]) - k}{r['publish_date'][4:]}" if year else r["publish_date"]
+            link = r["article_source_link"] + (f"#{k}" if k else "")
+            out.append(r | {"title": title, "text": text, "publish_date": date_, "article_source_link": link})
+    return out
+
+
+def build_large(n: int) -> tuple[Path, dict]:
+    """The n-article archive (built once under BENCH through Archive.load with tests/hash_encoder.py's
+    deterministic encoder: real chunking, writer, dedupe, keyword signatures and story assignment)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from hash_encoder import HashEncoder
+
+    base = BENCH / str(n)
+    done = base / "build.json"
+    if done.exists():
+        return base / "archive.db", json.loads(done.read_text())
+    base.mkdir(parents=True, exist_ok=True)
+    src = base / "copies.csv"
+    rows = copies_rows(n)
+    with open(src, "w", newline="", encoding="utf-8") as g:
+        writer = csv.DictWriter(g, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    arc = Archive(base / "archive.db", base / "indexes", create=True, encoder=HashEncoder())
+    took = time.perf_counter()
+    report = arc.load([str(src)])
+    info = {"articles": arc.db["articles"].count, "load_s": round(time.perf_counter() - took, 1),
+            "stories": arc.db["stories"].count, "encoder": "hash_encoder.HashEncoder (tests/; not a model)",
+            "data": "NewsArticles copies (benchmarks/stories.py copies_rows; benchmark-only)",
+            "rejected": len(report.rejected)}  # fmt: skip
+    arc.close()
+    done.write_text(json.dumps(info))
+    return base / "archive.db", info
+
+
+def report_pages(n: int, requests: int) -> dict:
+    """p50/p95 of the story pages through Datasette's in-process client, on the n-article archive."""
+    import asyncio
+
+    db_path, info = build_large(n)
+    print(f"\nStory pages on {info['articles']:,} articles, {info['stories']:,} stories ({info['encoder']})")
+    figures = {"build": info, "requests_per_page": requests}
+    figures["pages"] = asyncio.run(_time_pages(db_path, requests))
+    return figures
+
+
+async def _time_pages(db_path: Path, requests: int) -> dict:
+    from datasette.app import Datasette
+
+    plugin = {"news-archive": {"encoder": "hash_encoder:HashEncoder"}}
+    ds = Datasette([str(db_path)], metadata={"plugins": plugin})
+    db = stories.store.open_db(str(db_path), create=False)
+    rng = random.Random(1)
+    ids = [r[0] for r in db.execute("select id from stories")]
+    big = [r[0] for r in db.execute("select id from stories order by size desc limit 20")]
+    outlets = [r[0] for r in db.execute("select distinct outlet from articles where outlet is not null")]
+    db.conn.close()
+    name = db_path.stem
+    pages = {
+        "index": lambda i: f"/{name}/-/stories",
+        "index ?outlet=": lambda i: f"/{name}/-/stories?outlet={outlets[i % len(outlets)]}",
+        "index ?sort=size": lambda i: f"/{name}/-/stories?sort=size",
+        "index ?outlet=&sort=size&since=": lambda i: (
+            f"/{name}/-/stories?sort=size&since=2005-03-01&outlet={outlets[i % len(outlets)]}"
+        ),
+        "story (random)": lambda i: f"/{name}/-/stories/{rng.choice(ids)}",
+        "story (20 biggest)": lambda i: f"/{name}/-/stories/{big[i % len(big)]}",
+        "story .json (random)": lambda i: f"/{name}/-/stories/{rng.choice(ids)}.json",
+        "story .json (20 biggest)": lambda i: f"/{name}/-/stories/{big[i % len(big)]}.json",
+    }
+    await ds.client.get(pages["index"](0))  # startup and the first connection are not page time
+    out = {}
+    print(f"{'page':36}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
+    for label, path in pages.items():
+        times = []
+        for i in range(requests):
+            t = time.perf_counter()
+            r = await ds.client.get(path(i))
+            times.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, (path(i), r.status_code)
+        p50, p95 = np.percentile(times, [50, 95])
+        out[label] = {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "max_ms": round(max(times), 1)}
+        print(f"{label:36}{p50:>9.1f}{p95:>9.1f}{max(times):>9.1f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", action="append", choices=PARTS, help="run only these parts (default: pairs)")
     ap.add_argument("--windows", default="7,14,30", help="WINDOW_DAYS values to try for stories")
+    ap.add_argument("--bbc-per-category", type=int, default=50, help="BBC documents per category (bcubed)")
+    ap.add_argument("--rewrites", type=int, default=80, help="rewritten BBC variants (bcubed)")
+    ap.add_argument("--articles", type=int, default=100_000, help="articles in the archive of story pages (pages)")
+    ap.add_argument("--requests", type=int, default=60, help="requests per page (pages)")
     args = ap.parse_args(argv)
+    figures: dict = {}
+    for part in args.part or ["pairs"]:
+        figures[part] = PARTS[part](args)
+    print(f"record: {record.save('stories', figures, argv)}")
+
+
+def run_pairs(args) -> dict:
     pairs = load_pairs()
     db, load_per_article = build(pairs)
     arc = Archive(db, CACHE / "indexes")
@@ -182,7 +390,18 @@ def main(argv: list[str] | None = None) -> None:
     report_dates(arc, pairs, ids, scores["hybrid"], labels)
     print(f"\nLoad (real model, this machine): {load_per_article * 1000:.0f} ms per article")
     report_stories(arc, ids, labels, load_per_article, [int(w) for w in args.windows.split(",")])
+    t = stories.SAME_STORY["hybrid"]
+    p, r, f = prf((scores["hybrid"] >= t) & close_in_time(arc, ids), labels)
     arc.close()
+    return {"pairs": len(labels), "hybrid_threshold": t, "same_story_p": round(p, 4), "same_story_r": round(r, 4),
+            "same_story_f1": round(f, 4)}  # fmt: skip
+
+
+PARTS = {
+    "pairs": run_pairs,
+    "bcubed": lambda args: report_bcubed(args.bbc_per_category, args.rewrites),
+    "pages": lambda args: report_pages(args.articles, args.requests),
+}
 
 
 if __name__ == "__main__":

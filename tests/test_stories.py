@@ -5,6 +5,7 @@ real-model test (slow) that the sample's Cyclone Debbie reports form one story."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,19 @@ BOTH = (  # the same facts in other words: a bridge, not a near-duplicate copy o
 )
 
 
-def _forget_all(db, ids: list[int]) -> None:
-    """What the delete transaction runs once the lead wires stories in (archive/maintenance.py's _forget)."""
+def _forget_all(db, ids: list[int], **kw) -> None:
+    """What the delete transaction runs (archive/maintenance.py's _forget); `kw`: the small archive's thresholds."""
     dedupe.forget(db, ids)
     terms.forget(db, ids)
-    stories.forget(db, ids)
+    stories.forget(db, ids, **kw)
+
+
+LOOSE = {"threshold": 0.3, "min_cosine": 0.0}  # the hash encoder's scores for the small archive: cyclone-both
+# 0.47, football-both 0.40, cyclone-football 0.08; so at 0.3 "both" bridges the other two
+
+
+def delete(db, ids: list[int]) -> None:
+    store.delete_articles(db, ids, lambda d, i: _forget_all(d, i, **LOOSE))
 
 
 def assign(db, ids: list[int], **kw) -> dict[int, int]:
@@ -61,24 +70,38 @@ def storied(hash_sample, tmp_path):
     arc.close()
 
 
-@pytest.fixture
-def small(tmp_path):
-    """An archive of three hand-made articles (cyclone, football, and one reporting both), stories not built."""
-    records = [
-        {"title": "Cyclone Debbie hits Queensland", "body": CYCLONE, "url": "https://a.example/cyclone",
-         "published": "2017-03-28", "outlet": "a.example"},
-        {"title": "Barcelona stun PSG", "body": MATCH, "url": "https://b.example/match", "published": "2017-03-25",
-         "outlet": "b.example"},
-        {"title": "A week of sport and storms", "body": BOTH, "url": "https://c.example/both",
-         "published": "2017-03-30", "outlet": "c.example"},
-    ]  # fmt: skip
-    src = tmp_path / "small.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    arc = Archive(tmp_path / "small.db", tmp_path / "idx", create=True, encoder=HashEncoder())
+SMALL = [
+    {"title": "Cyclone Debbie hits Queensland", "body": CYCLONE, "url": "https://a.example/cyclone",
+     "published": "2017-03-28", "outlet": "a.example"},
+    {"title": "Barcelona stun PSG", "body": MATCH, "url": "https://b.example/match", "published": "2017-03-25",
+     "outlet": "b.example"},
+    {"title": "A week of sport and storms", "body": BOTH, "url": "https://c.example/both",
+     "published": "2017-03-30", "outlet": "c.example"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_built(tmp_path_factory) -> Path:
+    """The small archive, loaded once: three hand-made articles (cyclone, football, one reporting both)."""
+    base = tmp_path_factory.mktemp("small")
+    src = base / "small.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in SMALL), encoding="utf-8")
+    arc = Archive(base / "small.db", base / "idx", create=True, encoder=HashEncoder())
     arc.load([str(src)])
-    stories.ensure_tables(arc.db)
-    ids = [arc.article(r["url"])["id"] for r in records]
-    yield arc, ids
+    arc.close()
+    return base
+
+
+@pytest.fixture
+def small(small_built, tmp_path):
+    """A writable copy of the small archive with its stories forgotten; yields it with the three ids."""
+    shutil.copy(small_built / "small.db", tmp_path / "small.db")
+    shutil.copytree(small_built / "idx", tmp_path / "idx", ignore=shutil.ignore_patterns(".lock"))
+    arc = Archive(tmp_path / "small.db", tmp_path / "idx", encoder=HashEncoder())
+    with store.transaction(arc.db):
+        arc.db.execute("delete from article_story")
+        arc.db.execute("delete from stories")
+    yield arc, [arc.article(r["url"])["id"] for r in SMALL]
     arc.close()
 
 
@@ -146,6 +169,23 @@ def test_an_undated_article_gets_a_story(small):
     assert stories.check(arc.db) == []
 
 
+def test_batch_scores_are_related_coverages_scores(storied):
+    """Assignment scores a batch at once (archive/stories.py _Scorer): the same numbers as related coverage's
+    own pairwise scoring (search._semantic_similarity blended with terms.similarity)."""
+    from archive.search import DEFAULT_WEIGHTS, _semantic_similarity
+
+    _, arc = storied
+    ids = [r[0] for r in arc.db.execute("select id from articles order by id limit 12")]
+    vecs = stories._chunk_vectors(arc.db, ids)
+    scorer = stories._Scorer(arc.db, {ids[0]: vecs[ids[0]]}, set(ids[1:]))
+    w = DEFAULT_WEIGHTS.keyword_weight
+    keyword = terms.similarity(arc.db, ids[0], ids[1:])
+    for other, score in scorer.scores(ids[0], ids[1:]).items():
+        semantic, _ = _semantic_similarity(vecs[ids[0]], vecs[other], list(range(len(vecs[other]))))
+        assert score == pytest.approx((1 - w) * semantic + w * keyword[other], abs=1e-6)
+    assert len(scorer.scores(ids[0], ids[1:])) == len(ids) - 1
+
+
 def test_reassigning_an_updated_article_keeps_one_row(storied):
     _, arc = storied
     aid = arc.db.execute("select id from articles order by id limit 1").fetchone()[0]
@@ -159,14 +199,34 @@ def test_reassigning_an_updated_article_keeps_one_row(storied):
 
 def test_deleting_updates_the_story_and_an_empty_story_goes(small):
     arc, (cyclone, match, both) = small
-    out = assign(arc.db, [cyclone, match, both], threshold=0.3, min_cosine=0.0)
-    sid = out[both]
-    store.delete_articles(arc.db, [both], _forget_all)
+    sid = assign(arc.db, [cyclone, match, both], **LOOSE)[both]
+    delete(arc.db, [cyclone])  # football and "both" still connect: one story, without the cyclone's outlet
     s = stories.story(arc.db, sid)
-    assert s["size"] == 2 and s["last"] == "2017-03-28" and "c.example" not in s["outlets"]
-    store.delete_articles(arc.db, [cyclone, match], _forget_all)
+    assert s["size"] == 2 and (s["first"], s["last"]) == ("2017-03-25", "2017-03-30")
+    assert "a.example" not in s["outlets"] and stories.story_ids(arc.db, [match, both]) == {match: sid, both: sid}
+    delete(arc.db, [match, both])
     assert stories.story(arc.db, sid) is None
     assert arc.db.execute("select count(*) from stories").fetchone()[0] == 0 and stories.check(arc.db) == []
+
+
+def test_deleting_the_bridge_splits_the_story(small):
+    arc, (cyclone, match, both) = small
+    sid = assign(arc.db, [cyclone, match, both], **LOOSE)[both]
+    delete(arc.db, [both])
+    of = stories.story_ids(arc.db, [cyclone, match])
+    assert of[cyclone] == sid != of[match]  # the part with the oldest article keeps the id
+    titles = [stories.story(arc.db, of[a])["title"] for a in (cyclone, match)]
+    assert titles == ["Cyclone Debbie hits Queensland", "Barcelona stun PSG"]
+    assert arc.db.execute("select count(*), sum(size) from stories").fetchone() == (2, 2)
+    assert stories.check(arc.db) == []
+
+
+def test_stories_the_load_built_hold_together(storied):
+    """Every link assignment made is one `split` finds again: a story splits only when a member goes."""
+    _, arc = storied
+    with store.transaction(arc.db):
+        for s in stories.list_stories(arc.db, min_size=2, limit=None):
+            assert stories.split(arc.db, s["id"]) == [s["id"]]
 
 
 def test_check_names_each_problem_and_rebuild_repairs_them(storied):
