@@ -96,6 +96,7 @@ class _Pool:
         self.vectors = np.zeros((0, dim), np.float32)
         self.days = np.zeros(0, np.int64)
         self.merged: dict[int, int] = {}  # story id -> the story it merged into, during this batch
+        self.next_story = 1  # the id a new story takes (assign reads it from the table)
 
     def extend(self, rows: list[tuple]) -> None:
         """Add (article_id, story_id, day, float16 vector blob) rows, in one array operation."""
@@ -118,6 +119,13 @@ class _Pool:
         while sid in self.merged:
             sid = self.merged[sid]
         return sid
+
+
+def _next_story_id(db) -> int:
+    """The id the next new story takes: ids are never reused (the table is AUTOINCREMENT)."""
+    seq = db.execute("select seq from sqlite_sequence where name = 'stories'").fetchone()
+    top = db.execute("select max(id) from stories").fetchone()[0]
+    return max(seq[0] if seq else 0, top or 0) + 1
 
 
 def _ordinal(day: str | None) -> int:
@@ -146,8 +154,9 @@ def assign(
         return {}
     chunk_vecs = _chunk_vectors(db, ids)
     days = {aid: _day(published[aid]) for aid in ids}
-    vecs = {aid: _unit(v.mean(axis=0)) for aid, v in chunk_vecs.items()}
+    vecs = _means(chunk_vecs)
     pool = _pool(db, [d for d in days.values() if d], None in days.values(), ids[0])
+    pool.next_story = _next_story_id(db)
     candidates = _candidates(pool, ids, vecs, days, min_cosine)
     scorer = _Scorer(db, chunk_vecs, {c for cs in candidates.values() for c in cs})
     groups = _duplicate_stories(db, ids)
@@ -181,8 +190,10 @@ def _candidates(pool: _Pool, ids: list[int], vecs: dict, days: dict, min_cosine:
     sims = np.where(inside & (sims >= min_cosine), sims, -np.inf)
     n = min(CANDIDATES, sims.shape[1])
     top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+    found = np.take_along_axis(sims, top, axis=1) > -np.inf
+    every_ids = np.array(every_ids)
     for row, aid in enumerate(mine):
-        out[aid] = [every_ids[j] for j in top[row] if sims[row, j] > -np.inf]
+        out[aid] = every_ids[top[row][found[row]]].tolist()
     return out
 
 
@@ -192,15 +203,10 @@ class _Scorer:
 
     def __init__(self, db, chunk_vecs: dict[int, np.ndarray], candidates: set[int]) -> None:
         self.chunks = {**chunk_vecs, **_chunk_vectors(db, sorted(candidates - set(chunk_vecs)))}
-        self.means = {a: _unit(v.mean(axis=0)) for a, v in self.chunks.items()}
-        sigs = terms.signatures(db, sorted(set(chunk_vecs) | candidates))
+        self.means = _means(self.chunks)
+        sigs = {a: s for a, s in terms.signatures(db, sorted(set(chunk_vecs) | candidates)).items() if len(s)}
         self.vocab = np.unique(np.concatenate([s[:, 0] for s in sigs.values()])) if sigs else np.zeros(0, np.int32)
-        idf = terms._idf(db, self.vocab)  # (terms.similarity's own weights, computed once per batch)
-        self.keywords = {
-            a: (np.searchsorted(self.vocab, s[:, 0]), terms._weights(s, self.vocab, idf))
-            for a, s in sigs.items()
-            if len(s)
-        }
+        self.keywords = _tfidf(sigs, self.vocab, terms._idf(db, self.vocab))
 
     def scores(self, aid: int, candidates: list[int]) -> dict[int, float]:
         own = self.chunks.get(aid)
@@ -241,6 +247,31 @@ class _Scorer:
         return np.array(
             [dense[self.keywords[c][0]] @ self.keywords[c][1] if c in self.keywords else 0.0 for c in candidates]
         )
+
+
+def _means(chunks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Each article's unit mean chunk vector, all at once."""
+    if not chunks:
+        return {}
+    lengths = np.array([len(v) for v in chunks.values()])
+    sums = np.add.reduceat(np.vstack(list(chunks.values())), np.cumsum(lengths) - lengths, axis=0)
+    means = sums / lengths[:, None]
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    return dict(zip(chunks, (means / np.where(norms == 0, 1.0, norms)).astype(np.float32)))
+
+
+def _tfidf(sigs: dict[int, np.ndarray], vocab: np.ndarray, idf: np.ndarray) -> dict[int, tuple]:
+    """terms._weights of many signatures at once: article -> (columns in vocab, unit sublinear tf x idf)."""
+    if not sigs:
+        return {}
+    pairs = np.vstack(list(sigs.values()))
+    lengths = np.array([len(s) for s in sigs.values()])
+    starts = np.cumsum(lengths) - lengths
+    cols = np.searchsorted(vocab, pairs[:, 0])
+    w = (1.0 + np.log(pairs[:, 1])) * idf[cols]
+    norms = np.sqrt(np.add.reduceat(w * w, starts))
+    w /= np.repeat(np.where(norms == 0, 1.0, norms), lengths)
+    return {a: (cols[i : i + n], w[i : i + n]) for a, i, n in zip(sigs, starts, lengths)}
 
 
 def forget(
@@ -347,7 +378,8 @@ def _place(db, aid: int, scores: dict[int, float], pool: _Pool, dup_stories: set
         pool.story[c] for c, score in scores.items() if score >= threshold
     }
     if not matched:
-        return db.execute("insert into stories (size) values (0)").lastrowid
+        pool.next_story += 1  # the row itself is written with the batch's summaries
+        return pool.next_story - 1
     target = min(matched)
     for sid in matched - {target}:
         db.execute("update article_story set story_id = ? where story_id = ?", [target, sid])

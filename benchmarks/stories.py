@@ -365,6 +365,71 @@ async def _time_pages(db_path: Path, requests: int) -> dict:
     return out
 
 
+# ---- the cost of assignment at load time --------------------------------------------------------------------
+
+GPU_CHUNKS_PER_S = 3341  # the issue's measured H200 encode rate (MiniLM fp16, batches of 1,024): not measured here
+
+
+def report_cost(limit: int) -> dict:
+    """A real load (the real model on this CPU) of the first `limit` NewsArticles rows, with the time spent in
+    stories.assign (the writer's call) summed; then that time as a share of the CPU load, and as a share of a
+    GPU load at GPU_CHUNKS_PER_S (computed, not measured). A rebuild of the same archive in the GPU load's
+    batches of 512 gives the per-article cost at that batch size."""
+    import tempfile
+
+    from archive.embed import Encoder
+    from archive.sample import fetch_news_articles, head_csv
+
+    spent = {"s": 0.0, "articles": 0}
+    real_assign = stories.assign
+
+    def timed(db, ids, *a, **kw):
+        ids = list(ids)
+        t = time.perf_counter()
+        try:
+            return real_assign(db, ids, *a, **kw)
+        finally:
+            spent["s"] += time.perf_counter() - t
+            spent["articles"] += len(ids)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = head_csv(fetch_news_articles(), limit, Path(tmp) / "head.csv")
+        encoder = Encoder()
+        encoder.encode(["warm up"])
+        arc = Archive(Path(tmp) / "a.db", Path(tmp) / "idx", create=True, encoder=encoder)
+        stories.assign = timed
+        try:
+            took = time.perf_counter()
+            report = arc.load([str(src)])
+            load_s = time.perf_counter() - took
+        finally:
+            stories.assign = real_assign
+        chunks, articles = arc.db["chunks"].count, report.added
+        took = time.perf_counter()
+        stories.rebuild(arc.db, batch=512)
+        rebuild_ms = (time.perf_counter() - took) * 1000 / articles
+        arc.close()
+    assign_ms = spent["s"] * 1000 / spent["articles"]
+    gpu_ms = chunks / articles / GPU_CHUNKS_PER_S * 1000
+    figures = {
+        "articles": articles, "chunks": chunks, "load_s": round(load_s, 1),
+        "load_ms_per_article_cpu": round(load_s * 1000 / articles, 1),
+        "assign_ms_per_article_in_load": round(assign_ms, 3), "assign_share_of_cpu_load": round(spent["s"] / load_s, 5),
+        "assign_ms_per_article_batch_512": round(rebuild_ms, 3),
+        "gpu_load_ms_per_article_computed": round(gpu_ms, 3),
+        "assign_share_of_gpu_load_computed": round(rebuild_ms / gpu_ms, 4),  # a GPU load's batches are 512
+        "assign_share_of_gpu_load_computed_batch_64": round(assign_ms / gpu_ms, 4),
+        "gpu_chunks_per_s_assumed": GPU_CHUNKS_PER_S,
+    }  # fmt: skip
+    print(f"\nAssignment at load time ({articles} articles, {chunks} chunks, real model on this CPU):")
+    print(f"  load {load_s:.1f} s = {figures['load_ms_per_article_cpu']:.0f} ms/article; stories.assign "
+          f"{assign_ms:.2f} ms/article (batches of 64) = {spent['s'] / load_s:.2%} of the CPU load")  # fmt: skip
+    share = figures["assign_share_of_gpu_load_computed"]
+    print(f"  in batches of 512 (rebuild): {rebuild_ms:.2f} ms/article; a GPU load at {GPU_CHUNKS_PER_S:,} chunks/s "
+          f"(COMPUTED) is {gpu_ms:.2f} ms/article: assignment {share:.1%} of it")  # fmt: skip
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", action="append", choices=PARTS, help="run only these parts (default: pairs)")
@@ -373,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rewrites", type=int, default=80, help="rewritten BBC variants (bcubed)")
     ap.add_argument("--articles", type=int, default=100_000, help="articles in the archive of story pages (pages)")
     ap.add_argument("--requests", type=int, default=60, help="requests per page (pages)")
+    ap.add_argument("--limit", type=int, default=300, help="NewsArticles rows loaded with the real model (cost)")
     args = ap.parse_args(argv)
     figures: dict = {}
     for part in args.part or ["pairs"]:
@@ -401,6 +467,7 @@ PARTS = {
     "pairs": run_pairs,
     "bcubed": lambda args: report_bcubed(args.bbc_per_category, args.rewrites),
     "pages": lambda args: report_pages(args.articles, args.requests),
+    "cost": lambda args: report_cost(args.limit),
 }
 
 
