@@ -4,6 +4,12 @@ tests, and `sample_archive` (the real model) for the tests whose outcome depends
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread (set before numpy loads): the tests' matrices are tiny, and on a shared 2-core machine a
+# second spinning thread costs more than it saves (test_index.py took 3x the CPU with it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import copy
 import csv
 import re
@@ -11,11 +17,14 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import faiss
 import pytest
 from hash_encoder import HashEncoder
 
 from archive import Archive, store
 from archive.sample import fetch_news_articles, news_rows
+
+faiss.omp_set_num_threads(1)  # likewise FAISS's OpenMP threads in this process (torch keeps its own)
 
 # Stories several outlets covered, so related coverage has something to find. "breslin" brings the corpus's
 # real duplicates: HuffPost ran one Jimmy Breslin obituary under two URLs (an exact duplicate body, so also a

@@ -1,6 +1,8 @@
 import json
 import os
+from functools import cache
 
+import faiss
 import numpy as np
 import pytest
 
@@ -116,6 +118,18 @@ def clustered(n, dim=32, seed=0):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+@cache
+def _trained_bytes(kind: str, n: int, first_id: int) -> bytes:
+    return faiss.serialize_index(ix.build(32, np.arange(first_id, first_id + n), clustered(n), kind).index)
+
+
+def built(kind: str, n: int = 4000, first_id: int = 10):
+    """`ix.build` of clustered(n) with ids from first_id, as (index, vectors, ids): trained once per module (an
+    ivf-pq build is ~0.5 CPU-s), then a fresh copy per call through FAISS's serialisation, as `ix.load` reads it."""
+    index = ix.ChunkIndex(32, faiss.deserialize_index(_trained_bytes(kind, n, first_id)))
+    return index, clustered(n), np.arange(first_id, first_id + n, dtype=np.int64)
+
+
 def recall_at_10(index, vecs, ids, queries):
     _, got = index.search(queries, 10, exact=lambda wanted: vecs[np.searchsorted(ids, wanted)])
     exact = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
@@ -132,9 +146,7 @@ def test_choose_kind_by_size_and_override():
 
 @pytest.fixture(params=["ivf", "ivf-sq8", "ivf-pq"])
 def ivf_index(request):
-    vecs = clustered(4000)
-    ids = np.arange(10, 4010, dtype=np.int64)
-    return ix.build(32, ids, vecs, request.param), vecs, ids
+    return built(request.param)
 
 
 def test_ivf_kinds_recall_and_ids(ivf_index):
@@ -183,8 +195,6 @@ def test_sq8_uses_a_quarter_of_flat_memory():
 
 
 def faiss_bytes(index):
-    import faiss
-
     return faiss.serialize_index(index.index)
 
 
@@ -211,9 +221,7 @@ def test_archive_rebuilds_verifies_and_searches_with_ivf_kinds(sample_archive, t
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-sq8", "ivf-pq"])
 def test_live_index_maps_the_file_and_answers_like_the_index_in_memory(tmp_path, kind):
-    vecs = clustered(3000)
-    ids = np.arange(1, 3001, dtype=np.int64)
-    index = ix.build(32, ids, vecs, kind)
+    index, vecs, ids = built(kind, 3000, 5)
     m = ix.save(index, tmp_path, model_fingerprint="abc", db_generation=1)
     live, _ = ix.LiveIndex(tmp_path).current()
     q, allowed = clustered(4, seed=9), ids[::11]
@@ -249,7 +257,7 @@ def test_streaming_build_passes_twice_and_matches_a_build_from_arrays(kind):
     assert len(calls) == (1 if kind == "flat" else 2)  # a sampling pass to train, then an adding pass
     assert streamed.kind == kind and sorted(streamed.ids()) == list(ids)
     q = clustered(5, seed=4)
-    assert np.array_equal(streamed.search(q, 10)[1], ix.build(32, ids, vecs, kind).search(q, 10)[1])
+    assert np.array_equal(streamed.search(q, 10)[1], built(kind, 3000, 5)[0].search(q, 10)[1])
 
 
 def test_an_ivf_pq_build_with_too_few_vectors_to_train_is_flat():
@@ -262,8 +270,7 @@ def exact_from(vecs, first_id):
 
 
 def test_ivf_pq_rescoring_returns_exact_scores_and_recall():
-    vecs, ids = clustered(4000), np.arange(10, 4010, dtype=np.int64)
-    index = ix.build(32, ids, vecs, "ivf-pq")
+    index, vecs, ids = built("ivf-pq")
     q = clustered(50, seed=3)
     raw_scores, _ = index.search(q, 10)
     scores, got = index.search(q, 10, exact=exact_from(vecs, 10))
@@ -275,8 +282,7 @@ def test_ivf_pq_rescoring_returns_exact_scores_and_recall():
 
 
 def test_rescoring_drops_ids_the_store_no_longer_has():
-    vecs, ids = clustered(4000), np.arange(10, 4010, dtype=np.int64)
-    index = ix.build(32, ids, vecs, "ivf-pq")
+    index, vecs, ids = built("ivf-pq")
     _, before = index.search(vecs[:1], 5, exact=exact_from(vecs, 10))
     gone = set(before[0][:2].tolist())
 
