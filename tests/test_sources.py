@@ -20,14 +20,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import distinct_rows
+from conftest import distinct_rows, sample_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archive import streams
 from archive.clean import clean_text, clean_title
 from archive.models import ArchiveError, Article, Rejection, SourceError
-from archive.sample import news_rows
 from archive.sources import FIELD_LIMITS, Raw, derive_title, normalise, parse_date, parse_raw, read_raw, read_sources
 
 BODY = "The council approved the budget on Monday. Critics said it cut too deep."
@@ -50,8 +49,25 @@ def jsonl(path: Path, *records: object) -> Path:
 # --- the real corpus -------------------------------------------------------------------------------------
 
 
-def test_news_articles_csv(news_csv: Path) -> None:
-    got = items(news_csv)
+@pytest.fixture(scope="module")
+def news_read(news_csv: Path) -> tuple[list[Article | Rejection], list[int]]:
+    """The whole NewsArticles.csv read once for the tests of it (a read is ~2 CPU-s), with the length of each
+    sample the CSV dialect sniffer was given during the read."""
+    samples: list[int] = []
+    real_sniff = csv.Sniffer.sniff
+
+    def sniff(self, sample: str, delimiters: str | None = None):
+        samples.append(len(sample))
+        return real_sniff(self, sample, delimiters)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csv.Sniffer, "sniff", sniff)
+        got = items(news_csv)
+    return got, samples
+
+
+def test_news_articles_csv(news_csv: Path, news_read) -> None:
+    got, _ = news_read
     assert len(got) == 3824
     rejected = [r for r in got if isinstance(r, Rejection)]
     articles = [a for a in got if isinstance(a, Article)]
@@ -68,10 +84,10 @@ def test_news_articles_csv(news_csv: Path) -> None:
         assert lines[int(a.origin.rsplit(":", 1)[1]) - 1].startswith(f"{a.external_id},")
 
 
-def test_untitled_rows_get_a_derived_title(news_csv: Path) -> None:
-    untitled = {r["article_id"] for r in news_rows(news_csv) if not r["title"].strip() and r["text"].strip()}
+def test_untitled_rows_get_a_derived_title(news_csv: Path, news_read) -> None:
+    untitled = {r["article_id"] for r in sample_rows(news_csv) if not r["title"].strip() and r["text"].strip()}
     assert len(untitled) > 50
-    derived = [a for a in items(news_csv) if isinstance(a, Article) and a.external_id in untitled]
+    derived = [a for a in news_read[0] if isinstance(a, Article) and a.external_id in untitled]
     assert len(derived) == len(untitled)
     assert all(0 < len(a.title) <= 120 and a.body.startswith(a.title.rstrip("\u2026")) for a in derived)
 
@@ -547,16 +563,8 @@ def test_a_huge_date_string_is_rejected_without_parsing_it(tmp_path: Path) -> No
     assert after.title == "After"
 
 
-def test_csv_dialect_is_sniffed_on_about_4_kb(tmp_path: Path, news_csv: Path, monkeypatch) -> None:
-    samples: list[int] = []
-    real_sniff = csv.Sniffer.sniff
-
-    def sniff(self, sample: str, delimiters: str | None = None):
-        samples.append(len(sample))
-        return real_sniff(self, sample, delimiters)
-
-    monkeypatch.setattr(csv.Sniffer, "sniff", sniff)
-    got = items(news_csv)
+def test_csv_dialect_is_sniffed_on_about_4_kb(news_read) -> None:
+    got, samples = news_read
     assert samples and max(samples) <= 4096
     assert len(got) == 3824 and sum(isinstance(a, Article) for a in got) > 3750
 
