@@ -94,22 +94,23 @@ def semantic_hits(
 ) -> dict[int, tuple[float, int]]:
     """Top articles (score, best chunk id) for one query vector, at least k articles when they exist.
 
-    Filters are applied before the search (a FAISS ID selector over the allowed chunks), so a filter that
-    matches 1% of the archive still yields k articles when k exist. A lossy index (ivf-sq8, ivf-pq) only
-    proposes candidates: they are re-scored from the stored vectors, so every score is the true cosine.
+    A selective filter is applied before the search (a FAISS ID selector over the allowed chunks), so a filter
+    that matches 1% of the archive still yields k articles when k exist; a broad one is applied to the hits of
+    a deeper unfiltered search (see `scope`). A lossy index (ivf-sq8, ivf-pq) only proposes candidates: they
+    are re-scored from the stored vectors, so every score is the true cosine.
     """
-    allowed = _allowed_chunks(db, filters) if filters.active() else None
-    if allowed is not None and not len(allowed):
+    where = scope(db, filters)
+    if where.allowed is not None and not len(where.allowed):
         return {}
-    limit = len(allowed) if allowed is not None else index.ntotal
-    fetch = max(k * 8, 64)
+    limit = len(where.allowed) if where.allowed is not None else index.ntotal
+    fetch = max(k * 8, 64) * (BROAD_FETCH if where.after else 1)
 
     def exact(ids: np.ndarray) -> np.ndarray:
         return _stored_vectors(db, ids, index.dim)
 
     while True:
-        scores, ids = index.search(vector, fetch, allowed, exact=exact)
-        best = rollup(db, scores[0], ids[0], how)
+        scores, ids = index.search(vector, fetch, where.allowed, exact=exact)
+        best = where.keep(db, rollup(db, scores[0], ids[0], how))
         if len(best) >= k or fetch >= limit:
             return best
         fetch *= 4
@@ -150,6 +151,46 @@ def rollup(db, scores: np.ndarray, ids: np.ndarray, how: str = "max") -> dict[in
 
 def _chunk_owners(db, chunk_ids: list[int]) -> dict[int, int]:
     return dict(store.select_in(db, "select id, article_id from chunks where id in ({marks})", chunk_ids))
+
+
+SELECTIVE_SHARE = 0.25  # a filter keeping less than this share of articles is applied inside FAISS
+BROAD_FETCH = 4  # a broader one is applied to the hits, of a search this much deeper (1 / SELECTIVE_SHARE)
+
+
+@dataclass
+class Scope:
+    """Where a search looks: `allowed` chunk ids (a selective filter, inside FAISS), or `after`, a broad filter
+    applied to the hits' articles; neither without a filter."""
+
+    allowed: np.ndarray | None = None
+    after: Filters | None = None
+
+    def keep(self, db, hits: dict[int, tuple]) -> dict[int, tuple]:
+        """The hits (by article id) whose articles pass the broad filter (all of them when there is none)."""
+        if self.after is None or not hits:
+            return hits
+        passing = self.passing(db, hits)
+        return {a: h for a, h in hits.items() if a in passing}
+
+    def passing(self, db, article_ids) -> set[int]:
+        where, params = self.after.sql() if self.after else ("1", [])
+        sql = f"select a.id from articles a where {where} and a.id in ({{marks}})"
+        return {r[0] for r in store.select_in(db, sql, list(article_ids), *params)}
+
+
+def scope(db, filters: Filters) -> Scope:
+    """How to apply the filters: estimate the share of articles they keep by counting matches up to
+    SELECTIVE_SHARE of the archive (a bounded count). Listing every chunk id for a filter most articles pass
+    (since=1900-01-01) would cost more than searching a little deeper and dropping the few that fail."""
+    if not filters.active():
+        return Scope()
+    where, params = filters.sql()
+    top = db.execute("select max(id) from articles").fetchone()[0] or 0  # the article count, or more after deletes
+    cap = max(1, int(top * SELECTIVE_SHARE))
+    sql = f"select count(*) from (select 1 from articles a where {where} limit ?)"
+    if db.execute(sql, [*params, cap]).fetchone()[0] >= cap:
+        return Scope(after=filters)
+    return Scope(allowed=_allowed_chunks(db, filters))
 
 
 def _allowed_chunks(db, filters: Filters) -> np.ndarray:
@@ -232,13 +273,11 @@ def to_results(
                 continue
             members = groups[aid]
             seen |= {m for m, _ in members}
-            row = db.execute(
-                "select id, url, title, outlet, published, body from articles where id = ?", [aid]
-            ).fetchone()
+            row = db.execute("select id, url, title, outlet, published from articles where id = ?", [aid]).fetchone()
             if row is None:
                 continue
             also = list(dict.fromkeys(o for m, o in members if m != aid and o and o != row[3]))
-            passage = _passage(db, chunk_id, row[5], query_words)
+            passage, chunk_id = _passage(db, aid, chunk_id, query_words)
             results.append(
                 GroupedResult(
                     row[0], row[1], row[2], row[3], row[4], round(score, 4), passage, chunk_id=chunk_id, also=also
@@ -261,12 +300,23 @@ def _outlets(db, ids: list[int]) -> dict[int, str | None]:
     return dict(store.select_in(db, "select id, outlet from articles where id in ({marks})", ids))
 
 
-def _passage(db, chunk_id: int | None, body: str, query_words: str) -> str:
+def _passage(db, article_id: int, chunk_id: int | None, query_words: str) -> tuple[str, int | None]:
+    """(passage, its chunk id): the hit's best chunk; for a keyword hit, the stretch around a query word in the
+    first chunk holding one, else the lead chunk. Chunk texts only: a hit never reads its whole body (2 MB)."""
     if chunk_id is not None:
         row = db.execute("select text from chunks where id = ?", [chunk_id]).fetchone()
         if row:
-            return row[0]
-    return keyword_passage(body, query_words)
+            return row[0], chunk_id
+    words = [w for w in dict.fromkeys(_WORD.findall(query_words.lower())) if w not in STOP_WORDS][:8]
+    holds = " or ".join(["instr(lower(text), ?) > 0"] * len(words)) or "1"
+    sql = f"select id, text from chunks where article_id = ? and ({holds}) order by seq limit 1"
+    row = db.execute(sql, [article_id, *words]).fetchone()
+    lead = "select id, text from chunks where article_id = ? order by seq limit 1"
+    row = row or db.execute(lead, [article_id]).fetchone()
+    if row is None:  # an article without chunks (one `archive verify` reports): the start of its body
+        lead = db.execute("select substr(body, 1, 600) from articles where id = ?", [article_id]).fetchone()
+        return (lead[0] if lead else "") or "", None
+    return keyword_passage(row[1], query_words), row[0]
 
 
 def keyword_passage(body: str, query: str, width: int = 600) -> str:
@@ -361,7 +411,7 @@ def related_scores(
 ) -> dict[int, tuple[float, int | None]]:
     """Candidate article id -> (score, best matching chunk id) for related coverage (see `related`)."""
     aid = article["id"]
-    own = _article_vectors(db, [aid], dim).get(aid)
+    own = _article_vectors(db, [aid], dim, cap=QUERY_CHUNKS).get(aid)
     excluded = {m for m, _ in dedupe.group_members(db, [aid])[aid]} | {aid}
     pool = max(k * 4, 40) + len(excluded)
     candidates: set[int] = set()
@@ -375,7 +425,7 @@ def related_scores(
     keyword = terms.similarity(db, aid, candidates) if mode != "semantic" else {}
     if mode == "keyword":
         return {c: (keyword[c], None) for c in candidates}
-    vectors = _article_vectors(db, list(candidates), dim)
+    vectors = _article_vectors(db, list(candidates), dim, cap=QUERY_CHUNKS)
     out = {}
     for c in candidates:
         if c not in vectors:
@@ -391,13 +441,16 @@ def related_scores(
 
 def _vector_candidates(db, index: ChunkIndex, vectors: np.ndarray, pool: int, filters: Filters) -> set[int]:
     """The `pool` articles whose chunks rank best for any of these chunk vectors or their mean."""
-    allowed = _allowed_chunks(db, filters) if filters.active() else None
-    if allowed is not None and not len(allowed):
+    where = scope(db, filters)
+    if where.allowed is not None and not len(where.allowed):
         return set()
     queries = np.vstack([vectors, _unit(vectors.mean(axis=0))])
-    fetch = min(max(pool * 3, 64), index.ntotal)
-    _, ids = index.search(queries, fetch, allowed)
+    fetch = min(max(pool * 3, 64) * (BROAD_FETCH if where.after else 1), index.ntotal)
+    _, ids = index.search(queries, fetch, where.allowed)
     owners = _chunk_owners(db, [int(i) for i in np.unique(ids) if i >= 0])
+    if where.after:
+        passing = where.passing(db, set(owners.values()))
+        owners = {c: a for c, a in owners.items() if a in passing}
     best: dict[int, int] = {}
     for rank_row in ids:
         for rank, cid in enumerate(rank_row):
@@ -415,15 +468,42 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / (np.linalg.norm(v) or 1.0)).astype(np.float32)
 
 
-def _article_vectors(db, ids: list[int], dim: int) -> dict[int, tuple[np.ndarray, list[int]]]:
-    """Each article's chunk vectors in order (rows) with their chunk ids, from the database (the truth)."""
+QUERY_CHUNKS = 32  # related coverage compares at most this many chunks of an article (NewsArticles' longest: 29)
+LEAD_CHUNKS = 8  # of those, the first (title and lead); the rest spread evenly over the article to its end
+
+
+def chunk_sample(n: int, cap: int = QUERY_CHUNKS) -> list[int]:
+    """Positions of at most `cap` of an article's n chunks: all of a normal article; of a long one (a 2 MB body
+    has ~2,500) the lead and an even spread, so related coverage costs the same for any length."""
+    if n <= cap:
+        return list(range(n))
+    spread = np.linspace(LEAD_CHUNKS, n - 1, cap - LEAD_CHUNKS).round().astype(int).tolist()
+    return sorted({*range(LEAD_CHUNKS), *spread})
+
+
+def _article_vectors(db, ids: list[int], dim: int, cap: int | None = None) -> dict[int, tuple[np.ndarray, list[int]]]:
+    """Each article's chunk vectors in order (rows) with their chunk ids, from the database (the truth); with
+    `cap`, an article of more chunks gives only its `chunk_sample`."""
+    long = _chunk_counts(db, ids, over=cap) if cap else {}
     vecs: dict[int, list] = {}
     cids: dict[int, list[int]] = {}
     q = "select article_id, id, vector from chunks where article_id in ({marks}) order by article_id, seq"
-    for aid, cid, blob in store.select_in(db, q, ids):
+    rows = store.select_in(db, q, [i for i in ids if i not in long])
+    for aid in long:
+        seqs = [r[0] for r in db.execute("select seq from chunks where article_id = ? order by seq", [aid])]
+        picked = [seqs[i] for i in chunk_sample(len(seqs), cap)]
+        q = "select article_id, id, vector from chunks where article_id = ? and seq in ({marks}) order by seq"
+        rows += store.select_in(db, q, picked, aid)
+    for aid, cid, blob in rows:
         vecs.setdefault(aid, []).append(np.frombuffer(blob, dtype=np.float32))
         cids.setdefault(aid, []).append(cid)
     return {aid: (np.vstack(v).reshape(len(v), dim), cids[aid]) for aid, v in vecs.items()}
+
+
+def _chunk_counts(db, ids: list[int], over: int) -> dict[int, int]:
+    """Chunk counts of the articles with more than `over` chunks (from the (article_id, seq) index alone)."""
+    q = f"select article_id, count(*) from chunks where article_id in ({{marks}}) group by 1 having count(*) > {over:d}"
+    return dict(store.select_in(db, q, ids))
 
 
 def _semantic_similarity(a: np.ndarray, b: np.ndarray, b_ids: list[int], how: str = "both") -> tuple[float, int]:
