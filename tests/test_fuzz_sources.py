@@ -5,7 +5,8 @@ past the first parsing step (random JSON values and records, CSV with any dialec
 soup, huge fields, text in odd encodings, stdin) so that the normaliser and the record bookkeeping see it too.
 Every input must give only Article or Rejection records, never raise, and every Rejection must name its file
 (and, for line-based formats, a line that exists). Loading bad files into an existing archive must leave every
-stored article, chunk and index entry as it was.
+stored article, chunk and index entry as it was. Each property tries a fifth of its inputs in the fast suite
+and all of them as its `_full` twin, marked slow (`fuzz` below).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import json
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +31,22 @@ from archive.clean import clean_text, clean_title
 from archive.models import Article, Rejection
 from archive.sources import FIELDS, INT_MAX_DIGITS, read_sources
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FAST_SHARE = 5  # the fast suite tries a fifth of each property's inputs (fresh ones each run: database=None)
+
+
+def fuzz(examples: int, **strategies):
+    """@given(**strategies) as two tests: `examples // FAST_SHARE` inputs in the fast suite, and all `examples`
+    as its twin `<name>_full`, marked slow, which the full suite (CI) runs too."""
+
+    def both(prop):
+        full = settings(FUZZ, max_examples=examples)(given(**strategies)(prop))
+        vars(sys.modules[prop.__module__])[f"{prop.__name__}_full"] = pytest.mark.slow(full)
+        return settings(FUZZ, max_examples=max(8, examples // FAST_SHARE))(given(**strategies)(prop))
+
+    return both
+
+
 ALIASES = [a for aliases in FIELDS.values() for a in aliases]
 TRIED: dict[str, int] = {}  # inputs tried per strategy (printed by test_report_counts)
 
@@ -112,8 +129,7 @@ def folder(tmp_path_factory):
 # --- JSON and JSON Lines ---------------------------------------------------------------------------------
 
 
-@FUZZ
-@given(lines=st.lists(st.one_of(record.map(json.dumps), json_value.map(json.dumps), nasty_text), max_size=8))
+@fuzz(60, lines=st.lists(st.one_of(record.map(json.dumps), json_value.map(json.dumps), nasty_text), max_size=8))
 def test_jsonl_of_random_records_and_garbage(folder, lines):
     path = folder / "f.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
@@ -137,8 +153,8 @@ def test_jsonl_records_with_raw_unicode_line_separators_stay_whole(folder):
     assert [g.origin for g in got] == [f"{path}:1", f"{path}:2"] and "Third" in got[0].body
 
 
-@FUZZ
-@given(
+@fuzz(
+    60,
     value=st.one_of(st.lists(record, max_size=6), st.lists(json_value, max_size=6), record, json_value),
     cut=st.integers(min_value=0, max_value=400),
     indent=st.sampled_from([None, 0, 2]),
@@ -150,8 +166,7 @@ def test_json_arrays_and_objects_whole_or_truncated(folder, value, cut, indent):
     check(read(path), str(path), lines_of(path), "json")
 
 
-@FUZZ
-@given(depth=st.integers(min_value=50, max_value=200_000), opener=st.sampled_from(["[", '{"a":', '[{"body":']))
+@fuzz(60, depth=st.integers(min_value=50, max_value=200_000), opener=st.sampled_from(["[", '{"a":', '[{"body":']))
 def test_deeply_nested_json(folder, depth, opener):
     for name in ("deep.json", "deep.jsonl"):
         path = folder / name
@@ -167,8 +182,7 @@ deep_or_long = st.one_of(
 )
 
 
-@FUZZ
-@given(bad=st.lists(deep_or_long, min_size=1, max_size=3), fmt=st.sampled_from(["jsonl", "json", "stdin"]))
+@fuzz(60, bad=st.lists(deep_or_long, min_size=1, max_size=3), fmt=st.sampled_from(["jsonl", "json", "stdin"]))
 def test_deep_values_and_long_numbers_cost_only_their_record(folder, bad, fmt):
     """Issue 13 item 2: a value nested hundreds of levels deep, or an integer of more than 4,300 digits, is
     rejected alone: the records after it still load, whatever the format."""
@@ -220,8 +234,7 @@ def any_format(draw):
     return text[: len(text) - draw(st.integers(0, 20))], ext
 
 
-@FUZZ
-@given(doc=any_format(), chunk=st.integers(1, 40), bom=st.booleans())
+@fuzz(60, doc=any_format(), chunk=st.integers(1, 40), bom=st.booleans())
 def test_reading_gives_the_same_records_at_any_chunk_size(folder, doc, chunk, bom):
     """The streaming readers cut the input into chunks anywhere (inside a \\r\\n, a UTF-8 sequence, a JSON
     number, a quoted CSV field): the records, origins and reasons must not depend on where."""
@@ -236,8 +249,8 @@ def test_reading_gives_the_same_records_at_any_chunk_size(folder, doc, chunk, bo
 # --- CSV ------------------------------------------------------------------------------------------------
 
 
-@FUZZ
-@given(
+@fuzz(
+    60,
     header=st.lists(st.one_of(st.sampled_from(ALIASES), nasty_text), min_size=1, max_size=6),
     rows=st.lists(st.lists(nasty_text, max_size=7), max_size=6),
     delimiter=st.sampled_from([",", "\t", ";", "|"]),
@@ -256,8 +269,7 @@ def test_csv_any_dialect_ragged_rows_and_truncation(folder, header, rows, delimi
     check(read(path), str(path), lines_of(path), "csv")
 
 
-@FUZZ
-@given(text=st.text(alphabet=st.sampled_from(list('"a,b\n\r;\t|x ') + ["\x00"]), max_size=300))
+@fuzz(60, text=st.text(alphabet=st.sampled_from(list('"a,b\n\r;\t|x ') + ["\x00"]), max_size=300))
 def test_csv_quote_soup(folder, text):
     path = folder / "soup.csv"
     path.write_text("title,body\n" + text, encoding="utf-8")
@@ -315,24 +327,21 @@ def html_soup(draw):
     return "".join(parts)
 
 
-@settings(FUZZ, max_examples=40)
-@given(html=html_soup(), ext=st.sampled_from([".html", ".htm", ""]))
+@fuzz(40, html=html_soup(), ext=st.sampled_from([".html", ".htm", ""]))
 def test_html_soup(folder, html, ext):
     path = folder / f"page{ext}"
     path.write_text(("<" if not ext else "") + html, encoding="utf-8", errors="surrogatepass")
     check(read(path), str(path), None, "html")
 
 
-@FUZZ
-@given(text=st.one_of(nasty_text, st.text(max_size=2000)), ext=st.sampled_from([".txt", ".md", ".bin", ".ndjson"]))
+@fuzz(60, text=st.one_of(nasty_text, st.text(max_size=2000)), ext=st.sampled_from([".txt", ".md", ".bin", ".ndjson"]))
 def test_text_markdown_and_unknown_extensions(folder, text, ext):
     path = folder / f"note{ext}"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     check(read(path), str(path), lines_of(path), "text")
 
 
-@FUZZ
-@given(lines=st.lists(st.one_of(record.map(json.dumps), nasty_text), max_size=8))
+@fuzz(60, lines=st.lists(st.one_of(record.map(json.dumps), nasty_text), max_size=8))
 def test_stdin(lines):
     text = "\n".join(lines).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     got = list(read_sources(["-"], stdin=io.StringIO(text)))
@@ -356,8 +365,8 @@ CODECS = [
 ]
 
 
-@FUZZ
-@given(
+@fuzz(
+    60,
     rec=record,
     body=st.text(min_size=1, max_size=200),
     written=st.sampled_from(CODECS),
@@ -377,8 +386,8 @@ def test_odd_encodings(folder, rec, body, written, read_as, ext):
     check(read(path, encoding=read_as), str(path), lines_of(path), "encodings")
 
 
-@settings(FUZZ, max_examples=12)
-@given(
+@fuzz(
+    12,
     field=st.sampled_from(["body", "title", "url", "outlet", "published", "byline", "weird key"]),
     size=st.sampled_from([10_001, 200_000, 2_000_001]),
     ext=st.sampled_from([".jsonl", ".csv", ".json"]),
@@ -398,8 +407,8 @@ def test_huge_fields(folder, field, size, ext):
         assert isinstance(item, Rejection) and "body too long" in item.reason
 
 
-@settings(FUZZ, max_examples=150)
-@given(
+@fuzz(
+    150,
     data=st.binary(max_size=600),
     ext=st.sampled_from([".jsonl", ".json", ".csv", ".tsv", ".html", ".txt", ".md", ""]),
     prefix=st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe", b"[", b"{", b"<", b"title,body\n"]),
@@ -438,8 +447,8 @@ def small_warc(gz: bool) -> bytes:
     return buf.getvalue()
 
 
-@settings(FUZZ, max_examples=80)
-@given(
+@fuzz(
+    80,
     gz=st.booleans(),
     cut=st.integers(0, 4000),
     flips=st.lists(st.tuples(st.integers(0, 6000), st.integers(0, 255)), max_size=4),
@@ -465,8 +474,8 @@ def test_warc_cut_corrupted_or_followed_by_junk(folder, gz, cut, flips, junk):
 # --- the cleaner -----------------------------------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=300)
-@given(
+@fuzz(
+    300,
     text=st.one_of(
         nasty_text,
         st.text(max_size=3000),
@@ -490,7 +499,7 @@ def test_warc_cut_corrupted_or_followed_by_junk(folder, gz, cut, flips, junk):
             ),
             max_size=40,
         ).map("".join),
-    )
+    ),
 )
 def test_cleaner_total_and_stable(text):
     TRIED["cleaner"] = TRIED.get("cleaner", 0) + 1
@@ -565,8 +574,7 @@ def test_report_counts():
     print("\nbad inputs tried per strategy:", dict(sorted(TRIED.items())), "total", sum(TRIED.values()))
 
 
-@settings(FUZZ, max_examples=40)
-@given(cut=st.integers(min_value=1, max_value=80))
+@fuzz(40, cut=st.integers(min_value=1, max_value=80))
 def test_a_csv_cut_inside_its_last_quoted_field_never_yields_that_row(folder, cut):
     """A half-written file must not load its last row as if whole (it could overwrite a stored article)."""
     body = 'The harbour reopened on Monday, the port authority said, after "two weeks" of repairs to the pier.'
