@@ -40,7 +40,8 @@ SCHEMA = """
 create table if not exists stories (id integer primary key autoincrement, title text, article_id integer,
   first text, last text, outlets text, size integer, last_article integer);
 create index if not exists stories_last on stories (last);
-create index if not exists stories_size on stories (size);
+create index if not exists stories_newest on stories ((last is null), last desc, id desc);
+create index if not exists stories_biggest on stories (size desc, last desc, id desc);
 create table if not exists article_story (article_id integer primary key, story_id integer not null, day text,
   vector blob);
 create index if not exists article_story_story on article_story (story_id);
@@ -64,10 +65,18 @@ MIN_COSINE = 0.45  # ... among those at least this close: no labelled same-story
 SPLIT_MARGIN = 0.01
 
 
+INDEXES = ("stories_newest", "stories_biggest")  # the stories index page's two orders (added after the tables)
+
+
 def ensure_tables(db: sqlite_utils.Database) -> None:
-    """Until the lead adds SCHEMA to store.DERIVED_TABLES: make the tables (writers only)."""
-    if not {"stories", "article_story"} <= set(db.table_names()):
+    """Make the tables and indexes that are missing (writers only; outside a transaction: it commits)."""
+    if not {"stories", "article_story"} <= set(db.table_names()) or _missing_indexes(db):
         db.conn.executescript(SCHEMA)
+
+
+def _missing_indexes(db) -> list[str]:
+    names = {r[0] for r in db.execute("select name from sqlite_master where type = 'index'")}
+    return [i for i in INDEXES if i not in names]
 
 
 def same_story(score: float, mode: str = "hybrid", published: str | None = None, other: str | None = None) -> bool:
@@ -514,7 +523,7 @@ def check(db: sqlite_utils.Database) -> list[str]:
     """What `archive verify` should report about stories, in words a user can act on (empty: all agree)."""
     if not {"stories", "article_story"} <= set(db.table_names()):
         return ["the archive has no story tables yet; run `archive verify --repair`"]
-    problems = []
+    problems = [f"the stories index page lacks its index {i}" for i in _missing_indexes(db)]
     counts = [
         ("articles have no story", "articles where id not in (select article_id from article_story)"),
         ("story rows belong to no article", "article_story where article_id not in (select id from articles)"),
