@@ -258,7 +258,7 @@ def test_rebuild_is_deterministic_and_reload_changes_no_story(storied):
     before = snapshot(arc.db)
     stories.rebuild(arc.db)
     assert snapshot(arc.db) == before
-    arc.load([str(sample.csv_path)])  # every article unchanged: no batch re-derives anything
+    arc.load([str(sample.csv_path)], workers=0)  # every article unchanged: no batch re-derives anything
     assert snapshot(arc.db) == before
 
 
