@@ -422,6 +422,8 @@ def test_real_model_puts_the_cyclone_reports_in_one_story(sample_archive, tmp_pa
         main = max(set(debbie.values()), key=list(debbie.values()).count)
         assert list(debbie.values()).count(main) >= 0.7 * len(debbie)
         assert main not in set(avalanche.values())
+        with store.transaction(arc.db):  # with the real model's thresholds too, a story splits only when a member goes
+            assert all(stories.split(arc.db, s["id"]) == [s["id"]] for s in stories.list_stories(arc.db, limit=None))
     finally:
         arc.close()
 
