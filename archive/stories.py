@@ -7,8 +7,9 @@ and labelled by hand (same event or a direct follow-up, versus a shared topic on
 
 Assignment is incremental and single-link: a new article is scored against the articles published within
 WINDOW_DAYS of it (an undated one: the RECENT most recently loaded), the CANDIDATES closest by mean vector
-first; it joins the story of the best one at or above the threshold, or starts its own. When it reaches
-the threshold with members of several stories, it bridges them and they merge (the oldest story id stays).
+first; it joins the story of those at or above the threshold, or starts its own. When it reaches the
+threshold with members of several stories, it bridges them and they merge (the oldest story id stays). A batch
+is scored at once: one matrix product for the candidates, one read each of their vectors and signatures.
 Deleting an article that bridged two stories splits them again (`split`: only that story's members).
 Near-duplicate copies (archive/dedupe.py) always share a story. Everything here runs inside the caller's
 transaction (the load batch's, the delete's) and reads only what is already stored: the chunk vectors, the
