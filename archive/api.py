@@ -14,6 +14,7 @@ to `search`.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -177,11 +178,22 @@ class Archive:
                 "a model switch (archive index --rebuild --reembed) was interrupted; run it again before loading"
             )
 
-    def delete(self, refs: Iterable[str | int]) -> list[int]:
-        """Delete articles (by id or URL) with their chunks and vectors; returns the deleted article ids."""
-        ids = [self.article(r)["id"] for r in refs]
-        self.maintenance.delete(ids)
-        return ids
+    def delete(
+        self,
+        ids: Iterable[int] = (),
+        *,
+        urls: Iterable[str] = (),
+        external_ids: Iterable[str] = (),
+        dry_run: bool = False,
+    ) -> list[dict]:
+        """Delete articles, each named explicitly by id, URL or external id (one that names several articles
+        is refused), with every earlier version, their chunks and vectors. Returns the deleted articles (id,
+        url, external_id, title, outlet, published, chunks, versions); `dry_run` deletes nothing."""
+        try:
+            ids = [int(i) for i in ids]
+        except (TypeError, ValueError):
+            raise ArchiveError("article ids are whole numbers (name an article by URL with urls=...)") from None
+        return self.maintenance.delete(ids, list(urls), list(external_ids), dry_run=dry_run)
 
     def rebuild_index(
         self, *, reembed: bool = False, progress: Callable[[int], None] | None = None, index_type: str = "auto"
@@ -216,6 +228,20 @@ class Archive:
         self.encoder.prepare_queries()
         self.encoder.encode_queries(["warm up"])
         self._index()
+
+    def reader(self) -> Archive:
+        """This archive for another thread's queries: its own read-only SQLite connection (a connection must
+        not serve two threads at once) and the same encoder and loaded index, which serve threads at once
+        (FAISS searches and ONNX runs release the GIL). A server keeps one per worker thread; readers never write."""
+        if self._encoder is None:
+            try:
+                _ = self.encoder  # made once here, shared by every reader
+            except ArchiveError:  # (keyword search needs no model; a semantic query reports this)
+                pass
+        other = copy.copy(self)
+        other.db = store.open_db(self.db_path, create=False)
+        other.db.execute("pragma query_only = 1")
+        return other
 
     def search(
         self,

@@ -1,8 +1,12 @@
-"""One `archive.Archive` per archive database, opened lazily and called from worker threads under a lock.
+"""One `archive.Archive` per archive database, opened lazily, its queries served on several threads at once.
 
-The Archive's own SQLite connection (separate from Datasette's) is not thread-safe, so every library call
-goes through `ArchiveHandle.run` (blocking, for Datasette's SQL threads) or `ArchiveHandle.call` (async, for
-views). Nothing is cached here but the Archive itself: its `LiveIndex` reloads when the manifest changes.
+Each worker thread queries through its own reader (`Archive.reader`: its own read-only SQLite connection, the
+shared encoder and index), so concurrent requests use every core: FAISS searches, ONNX runs and SQLite reads
+release the GIL, and readers take no lock. A `Gate` gives calls their turns, a few at once, and refuses one (503
+with Retry-After) only when its wait would pass the time budget. Every request checks cheaply (a `stat` of the
+database, a read of archive_meta) that the file and its model are the ones opened, and reopens the Archive
+when another process swapped the database or switched its model; the Archive's `LiveIndex` reloads on its own
+when the index manifest changes.
 
 Plugin settings (metadata.yml `plugins: news-archive:`, per database or for all):
 
@@ -12,45 +16,168 @@ Plugin settings (metadata.yml `plugins: news-archive:`, per database or for all)
     encoder: mypackage.enc:Enc  # "module:callable" returning an encoder object (the `archive.embed.Encoder`
                                 # interface), used instead of a model: a custom encoder class plugs in here
                                 # (the tests serve archives built with tests/hash_encoder.py this way)
+    time_budget: 10             # seconds a request may wait for its turn (else $NEWS_ARCHIVE_TIME_BUDGET,
+                                # else 10); a longer queue is answered 503 with Retry-After
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
+import math
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from archive import Archive, ArchiveError, registry
 
 PLUGIN = "news-archive"
-SETTINGS = {"index_dir", "model", "encoder"}
+SETTINGS = {"index_dir", "model", "encoder", "time_budget"}
 ARCHIVE_TABLES = {"articles", "chunks"}
 ENCODER_INTERFACE = ("encode", "encode_queries", "fingerprint", "dimensions", "name")  # what Archive calls
+DEFAULT_BUDGET_S = 10.0
+SLOTS = max(2, os.cpu_count() or 2)  # calls at once: every core busy while one call holds the GIL
+WORKERS = 32  # threads that run (or wait for) calls; past them a call waits in the executor, counted as waiting
+IDENTITY_KEYS = ("archive_id", "model_fingerprint", "dimensions")
 log = logging.getLogger(__name__)
 
 
-class ArchiveHandle:
-    """An Archive plus the lock that serialises calls into it."""
+class Busy(ArchiveError):
+    """A call's wait for its turn would pass (or passed) the time budget: answered 503 with Retry-After."""
 
-    def __init__(self, archive: Archive, path: str):
-        self.archive = archive
-        self.path = path
-        self.lock = threading.Lock()
+    def __init__(self, wait_s: float):
+        self.retry_after = max(1, math.ceil(wait_s))
+        super().__init__(f"the archive is busy (about {wait_s:.1f} s of queries ahead); try again shortly")
+
+
+@dataclass
+class Ticket:
+    """A call's place in the queue, from `Gate.admit` to its turn."""
+
+    deadline: float
+    started: bool = False
+    dropped: bool = False
+
+
+class Gate:
+    """Turns for one archive's library calls: `slots` run at once, the others wait in order. A call is refused
+    (Busy) only when its wait would pass the budget: on arrival, estimated from the calls ahead and the recent
+    mean call time; or while waiting, when its deadline passes. A queue that fits the budget is served."""
+
+    def __init__(self, budget_s: float, slots: int = SLOTS):
+        self.budget_s, self.slots = budget_s, slots
+        self._cond = threading.Condition()
+        self._running = self._waiting = 0
+        self._mean_s = 0.05  # moving average of a call's duration
+
+    def expected_wait(self) -> float:
+        """Seconds a call arriving now would wait: the calls ahead of it, `slots` at a time."""
+        ahead = self._running + self._waiting - self.slots + 1
+        return math.ceil(ahead / self.slots) * self._mean_s if ahead > 0 else 0.0
+
+    def admit(self) -> Ticket:
+        with self._cond:
+            wait = self.expected_wait()
+            if wait > self.budget_s:
+                raise Busy(wait)
+            self._waiting += 1
+            return Ticket(time.monotonic() + self.budget_s)
+
+    def drop(self, ticket: Ticket) -> None:
+        """The caller went away before its turn (a closed connection): give up its place."""
+        with self._cond:
+            if not ticket.started and not ticket.dropped:
+                ticket.dropped = True
+                self._waiting -= 1
+                self._cond.notify()
+
+    @contextmanager
+    def turn(self, ticket: Ticket):
+        """Wait for a free slot (Busy past the ticket's deadline), run the block, free the slot."""
+        with self._cond:
+            if ticket.dropped:
+                raise Busy(0)
+            try:
+                while self._running >= self.slots:
+                    left = ticket.deadline - time.monotonic()
+                    if left <= 0:
+                        raise Busy(self.expected_wait() or self._mean_s)
+                    self._cond.wait(left)
+            finally:
+                ticket.started = True
+                self._waiting -= 1
+            self._running += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - started)
+                self._cond.notify()
+
+
+class ArchiveHandle:
+    """An Archive, a reader of it per thread, and the gate that gives their calls turns."""
+
+    def __init__(self, archive: Archive, path: str, gate: Gate, executor: ThreadPoolExecutor):
+        self.archive, self.path, self.gate, self.executor = archive, path, gate, executor
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.identity = self.identify()
+
+    def reader(self) -> Archive:
+        """This thread's reader of the archive (its own SQLite connection; encoder and index shared)."""
+        arc = getattr(self._local, "archive", None)
+        if arc is None:
+            with self._lock:  # the shared encoder is made once
+                arc = self._local.archive = self.archive.reader()
+        return arc
+
+    def identify(self) -> tuple:
+        """What must not change under a running server: the database file, its archive_id and its model."""
+        st = os.stat(self.path)
+        sql = f"select key, value from archive_meta where key in ({','.join('?' * len(IDENTITY_KEYS))})"
+        meta = dict(self.reader().db.execute(sql, IDENTITY_KEYS))
+        return (st.st_dev, st.st_ino, *(meta.get(k) for k in IDENTITY_KEYS))
+
+    def current(self) -> bool:
+        """Is the database still the one opened (same file, id and model)? One stat and one small read."""
+        try:
+            return self.identify() == self.identity
+        except (OSError, sqlite3.Error):
+            return False
 
     def run(self, fn, *args, **kwargs):
-        """Call `fn(archive, *args, **kwargs)` in this thread, holding the lock."""
-        with self.lock:
-            return fn(self.archive, *args, **kwargs)
+        """Call `fn(reader, *args, **kwargs)` in this thread in its turn (Busy if that is past the budget)."""
+        return self._run(self.gate.admit(), fn, *args, **kwargs)
+
+    def _run(self, ticket: Ticket, fn, *args, **kwargs):
+        with self.gate.turn(ticket):
+            return fn(self.reader(), *args, **kwargs)
 
     async def call(self, fn, *args, **kwargs):
-        """`run` in a worker thread, so the event loop never waits on the model or FAISS."""
-        return await asyncio.to_thread(self.run, fn, *args, **kwargs)
+        """`run` on a worker thread, so the event loop never waits on the model, FAISS or SQLite."""
+        ticket = self.gate.admit()
+        job = functools.partial(self._run, ticket, fn, *args, **kwargs)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, job)
+        except asyncio.CancelledError:
+            self.gate.drop(ticket)
+            raise
+
+    async def glance(self, fn):
+        """`fn(reader)` on a worker thread without waiting for a turn: for a read of a row or two."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(self.reader()))
 
     def warm(self) -> None:
         """`Archive.warm`: the query encoder and the index load while the server starts answering."""
@@ -72,7 +199,21 @@ def settings(datasette, database: str) -> dict:
         "index_dir": config.get("index_dir") or os.environ.get("NEWS_ARCHIVE_INDEX_DIR") or None,
         "model": _model_folder(config.get("model") or os.environ.get("NEWS_ARCHIVE_MODEL") or None),
         "encoder": config.get("encoder") or None,
+        "time_budget": time_budget(config.get("time_budget", os.environ.get("NEWS_ARCHIVE_TIME_BUDGET"))),
     }
+
+
+def time_budget(value) -> float:
+    """The `time_budget` setting in seconds (a positive number; text from the environment); ArchiveError if not."""
+    if value in (None, ""):
+        return DEFAULT_BUDGET_S
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not 0 < seconds <= 3600:  # (NaN fails too)
+        raise ArchiveError(f"plugins: {PLUGIN}: time_budget must be a number of seconds from 0 to 3600, not {value!r}")
+    return seconds
 
 
 def _model_folder(model):
@@ -140,32 +281,46 @@ def _is_archive_file(path: str) -> bool:
 
 
 class Archives:
-    """The archives of one Datasette instance, keyed by database name."""
+    """The archives of one Datasette instance, keyed by database name, and the threads that serve their calls."""
 
     def __init__(self, datasette):
         self.datasette = datasette
         self._handles: dict[str, ArchiveHandle] = {}
         self._lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="news-archive")
 
     def get(self, database: str) -> ArchiveHandle | None:
-        """The handle for an archive database; None for an unknown, in-memory or non-archive database."""
+        """The handle for an archive database; None for an unknown, in-memory or non-archive database. A handle
+        whose database was swapped, or whose model was switched, since it opened is replaced by a new one."""
         db = self.datasette.databases.get(database)
         path = getattr(db, "path", None)
         if db is None or not path or getattr(db, "is_memory", False):
             return None
+        handle = self._handles.get(database)
+        if handle is not None and handle.path == path and handle.current():
+            return handle
         with self._lock:
             handle = self._handles.get(database)
-            if handle is None or handle.path != path:
-                if not _is_archive_file(path):
-                    return None
-                opts = settings(self.datasette, database)
-                encoder = make_encoder(opts["encoder"]) if opts["encoder"] else None
-                handle = ArchiveHandle(Archive(path, opts["index_dir"], opts["model"], encoder=encoder), path)
-                self._handles[database] = handle
+            if handle is None or handle.path != path or not handle.current():
+                handle = self._open(database, path, handle)
             return handle
 
+    def _open(self, database: str, path: str, old: ArchiveHandle | None) -> ArchiveHandle | None:
+        if not _is_archive_file(path):
+            self._handles.pop(database, None)
+            return None
+        opts = settings(self.datasette, database)
+        encoder = make_encoder(opts["encoder"]) if opts["encoder"] else None
+        archive = Archive(path, opts["index_dir"], opts["model"], encoder=encoder)
+        gate = old.gate if old is not None else Gate(opts["time_budget"])  # the queue outlives a reopen
+        handle = self._handles[database] = ArchiveHandle(archive, path, gate, self.executor)
+        if old is not None:
+            log.info("news-archive: %s changed under the server (swapped, or a new model); reopened it", path)
+            handle.warm_in_background()
+        return handle
+
     async def aget(self, database: str) -> ArchiveHandle | None:
-        return await asyncio.to_thread(self.get, database)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.get, database)
 
     def names(self) -> list[str]:
         return [name for name in self.datasette.databases if self.get(name) is not None]

@@ -17,7 +17,7 @@ from datasette.utils.asgi import BadRequest, Forbidden, NotFound
 from archive import ArchiveError, ArticleNotFound, IndexCorrupt, IndexMissing
 from archive import params as rules
 
-from .archives import archives
+from .archives import Busy, archives
 from .permissions import ensure_can_view
 
 
@@ -103,6 +103,8 @@ async def archive_for(datasette, request):
 async def library_call(handle, fn, *args, **kwargs):
     try:
         return await handle.call(fn, *args, **kwargs)
+    except Busy:
+        raise  # (answered by `json_errors`: 503 with Retry-After)
     except ArticleNotFound as e:
         raise NotFound(str(e)) from None
     except (IndexMissing, IndexCorrupt) as e:
@@ -121,12 +123,15 @@ def json_response(datasette, body: dict, status: int = 200) -> Response:
 def json_errors(view):
     """Datasette answers a `.json` path's BadRequest (400, 503) with JSON itself, but not Forbidden (its
     `forbidden` hook renders HTML) nor NotFound (its 404 handler redirects %-encoded paths): on a `.json` path
-    answer those two as `{"ok": false, "error": ..., "status": ...}` as well."""
+    answer those two as `{"ok": false, "error": ..., "status": ...}` as well. A busy archive (a wait past the
+    time budget) is answered 503 with Retry-After, as JSON or Datasette's error page."""
 
     @functools.wraps(view)
     async def wrapper(datasette, request):
         try:
             return await view(datasette, request)
+        except Busy as e:
+            return await busy_response(datasette, request, e)
         except (Forbidden, NotFound) as e:
             if not wants_json(request):
                 raise
@@ -134,6 +139,17 @@ def json_errors(view):
             return json_response(datasette, body, e.status)
 
     return wrapper
+
+
+async def busy_response(datasette, request, busy: Busy) -> Response:
+    headers = {"Retry-After": str(busy.retry_after)}
+    if wants_json(request):
+        response = json_response(datasette, {"ok": False, "error": str(busy), "status": 503}, 503)
+        response.headers.update(headers)
+        return response
+    context = {"ok": False, "error": str(busy), "status": 503, "title": "Busy"}
+    html = await datasette.render_template("error.html", context, request=request)
+    return Response.html(html, status=503, headers=headers)
 
 
 def wants_json(request) -> bool:
@@ -156,7 +172,7 @@ async def semantic(datasette, request):
     if wants_json(request) and not params.q:
         raise BadRequest("q is required")
     results = []
-    loading = await handle.call(lambda arc: arc.loading())  # a load running behind the server: say how far
+    loading = await handle.glance(lambda arc: arc.loading())  # a load running behind the server: say how far
     if params.q:
         try:
             results = await library_call(handle, lambda arc: arc.search(params.q, k=params.k, mode=params.mode,
