@@ -389,11 +389,12 @@ def test_no_body_and_long_first_sentence() -> None:
 # --- nothing raises --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("examples", [10, pytest.param(50, marks=pytest.mark.slow)])  # the full count in CI
 @pytest.mark.parametrize("ext", [".jsonl", ".csv", ".html", ".txt", ".json", ".bin"])
-def test_random_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory, ext: str) -> None:
+def test_random_bytes_never_raise(tmp_path_factory: pytest.TempPathFactory, ext: str, examples: int) -> None:
     folder = tmp_path_factory.mktemp("fuzz")
 
-    @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.one_of(st.binary(max_size=400), st.text(max_size=300).map(lambda s: s.encode("utf-8", "surrogatepass"))))
     def check(data: bytes) -> None:
         path = folder / f"x{ext}"
