@@ -178,11 +178,22 @@ class Archive:
                 "a model switch (archive index --rebuild --reembed) was interrupted; run it again before loading"
             )
 
-    def delete(self, refs: Iterable[str | int]) -> list[int]:
-        """Delete articles (by id or URL) with their chunks and vectors; returns the deleted article ids."""
-        ids = [self.article(r)["id"] for r in refs]
-        self.maintenance.delete(ids)
-        return ids
+    def delete(
+        self,
+        ids: Iterable[int] = (),
+        *,
+        urls: Iterable[str] = (),
+        external_ids: Iterable[str] = (),
+        dry_run: bool = False,
+    ) -> list[dict]:
+        """Delete articles, each named explicitly by id, URL or external id (one that names several articles
+        is refused), with every earlier version, their chunks and vectors. Returns the deleted articles (id,
+        url, external_id, title, outlet, published, chunks, versions); `dry_run` deletes nothing."""
+        try:
+            ids = [int(i) for i in ids]
+        except (TypeError, ValueError):
+            raise ArchiveError("article ids are whole numbers (name an article by URL with urls=...)") from None
+        return self.maintenance.delete(ids, list(urls), list(external_ids), dry_run=dry_run)
 
     def rebuild_index(
         self, *, reembed: bool = False, progress: Callable[[int], None] | None = None, index_type: str = "auto"

@@ -538,17 +538,44 @@ def verify(db_path, index_dir, model, repair, as_json):
 
 
 @cli.command()
-@click.argument("articles", nargs=-1, required=True)
+@click.argument("unnamed", nargs=-1, metavar="")
+@click.option("--id", "ids", type=int, multiple=True, help="An article id (repeatable)")
+@click.option("--url", "urls", multiple=True, help="An article URL (repeatable)")
+@click.option("--external-id", "external_ids", multiple=True, help="An external id naming one article (repeatable)")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted, and delete nothing")
+@click.option("--json", "as_json", is_flag=True, help='{"dry_run": ..., "articles": [{"id": ..., ...}]} for scripts')
 @archive_options
-def delete(articles, db_path, index_dir, model):
-    """Delete articles (by id or URL) with their chunks and vectors.
+def delete(unnamed, ids, urls, external_ids, dry_run, as_json, db_path, index_dir, model):
+    """Delete articles, named by --id, --url or --external-id, with every earlier version, their chunks
+    and vectors. Every name must match an article, and an external id only one, or nothing is deleted.
 
     \b
     Example:
-        archive delete 17 http://www.cnn.com/2017/03/01/some-story
+        archive delete --id 17 --url http://www.cnn.com/2017/03/01/some-story --dry-run
     """
-    ids = Archive(db_path, index_dir, model).delete(articles)
-    click.echo(f"deleted {len(ids)} article(s): {', '.join(map(str, ids))}")
+    if unnamed:
+        hint = _delete_flag(unnamed[0])
+        raise click.UsageError(
+            f"say what {unnamed[0]!r} is, e.g. {hint} (articles are named by --id, --url or --external-id)"
+        )
+    if not (ids or urls or external_ids):
+        raise click.UsageError("name the articles to delete with --id, --url or --external-id")
+    gone = Archive(db_path, index_dir, model).delete(ids, urls=urls, external_ids=external_ids, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "articles": gone}))
+        return
+    for a in gone:
+        extra = f", {a['versions']} earlier version(s)" if a["versions"] else ""
+        click.echo(f"{a['id']}\t{a['url'] or a['external_id'] or '-'}\t{a['title']} ({a['chunks']} chunks{extra})")
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {len(gone)} article(s): {', '.join(str(a['id']) for a in gone)}")
+
+
+def _delete_flag(value: str) -> str:
+    """The flag a bare value most likely meant, to suggest in the error."""
+    if value.isdigit():
+        return f"--id {value}"
+    return f"--url {value}" if "://" in value else f"--external-id {value}"
 
 
 @cli.command()

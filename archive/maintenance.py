@@ -69,11 +69,20 @@ class Maintenance:
             archive_id=meta.get("archive_id", ""),
         )
 
-    def delete(self, article_ids: list[int]) -> None:
+    def delete(
+        self, ids: Iterable[int] = (), urls: Iterable[str] = (), external_ids: Iterable[str] = (), *, dry_run=False
+    ) -> list[dict]:
+        """The articles named (`store.articles_to_delete`: all must exist, or nothing goes); unless `dry_run`,
+        deleted with every earlier version, chunk, vector and derived row. Returns what was (or would be) deleted."""
+        if dry_run:  # reads only: no writer lock, so it answers while a load runs
+            return store.articles_to_delete(self.db, ids, urls, external_ids)
         with ix.writer_lock(self.arc.index_dir):
-            index = self.writable_index()
-            index.remove(store.delete_articles(self.db, article_ids, _forget))
-            self.save(index)
+            doomed = store.articles_to_delete(self.db, ids, urls, external_ids)
+            if doomed:
+                index = self.writable_index()
+                index.remove(store.delete_articles(self.db, [r["id"] for r in doomed], _forget))
+                self.save(index)
+        return doomed
 
     def rebuild(self, *, reembed: bool, progress: Callable[[int], None] | None, index_type: str) -> ix.Manifest:
         with ix.writer_lock(self.arc.index_dir):

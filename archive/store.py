@@ -56,6 +56,25 @@ CHUNK_COLUMNS = {
     "content_hash": str,
     "vector": bytes,
 }
+# An article's earlier versions (a changed reload replaces the article and keeps what it replaced here; the
+# latest version is always the `articles` row, so search, FTS and the derived tables see only that).
+VERSION_COLUMNS = {
+    "id": int,
+    "article_id": int,
+    "version": int,  # 1 for the first text stored, counting up; the article row itself is the newest
+    "title": str,
+    "subtitle": str,
+    "byline": str,
+    "outlet": str,
+    "published": str,
+    "language": str,
+    "external_id": str,
+    "body": str,
+    "content_hash": str,
+    "source": str,  # where this version was loaded from: the article's origin then ("path:line")
+    "seen_at": str,  # when the archive stored this version
+    "replaced_at": str,  # when a changed reload replaced it
+}
 
 
 class NotAnArchive(ArchiveError):
@@ -64,6 +83,10 @@ class NotAnArchive(ArchiveError):
 
 class ArticleNotFound(ArchiveError):
     pass
+
+
+class AmbiguousReference(ArchiveError):
+    """An external id (not unique) that names several articles where one was meant."""
 
 
 def in_slices(values: Iterable) -> Iterator[tuple[list, str]]:
@@ -114,6 +137,7 @@ def create_schema(db: sqlite_utils.Database) -> None:
     db["chunks"].create_index(["article_id", "seq"])
     db["archive_meta"].create({"key": str, "value": str}, pk="key")
     db["articles"].enable_fts(["title", "subtitle", "body"], create_triggers=True, tokenize="porter")
+    ensure_versions_table(db)
     ensure_derived_tables(db)
     set_meta(db, generation="0", next_chunk_id="1", archive_id=uuid.uuid4().hex)
 
@@ -146,6 +170,14 @@ def ensure_derived_tables(db: sqlite_utils.Database) -> None:
 
     if not {"article_groups", "article_terms", "stories", "article_story"} <= set(db.table_names()):
         db.conn.executescript(DERIVED_TABLES + STORIES)
+    ensure_versions_table(db)
+
+
+def ensure_versions_table(db: sqlite_utils.Database) -> None:
+    """`article_versions`: made with the schema, and by every writer for archives older than it."""
+    if "article_versions" not in db.table_names():
+        db["article_versions"].create(VERSION_COLUMNS, pk="id", foreign_keys=[("article_id", "articles", "id")])
+        db["article_versions"].create_index(["article_id", "version"], unique=True)
 
 
 def open_reader(path: str) -> sqlite_utils.Database:
@@ -313,6 +345,8 @@ def apply(
         for p in plans:
             if p.status == "unchanged":
                 continue
+            if p.article_id is not None:
+                _keep_version(db, p, stamp)
             p.article_id = _upsert_article(db, p, stamp)
             rows, next_id = _chunk_rows(p, vec_iter, next_id, applied)
             kept = {r["id"] for r in rows}
@@ -330,6 +364,18 @@ def apply(
 
 def _insert_sql(table: str, columns) -> str:
     return f"insert into {table} ({', '.join(f'[{c}]' for c in columns)}) values ({', '.join('?' * len(columns))})"
+
+
+def _keep_version(db: sqlite_utils.Database, p: Planned, stamp: str) -> None:
+    """Inside the batch's transaction: copy the stored article into article_versions before a changed reload
+    replaces it. Only a changed text makes a version: a re-embed (same text, new model) keeps none."""
+    kept = [c for c in VERSION_COLUMNS if c not in ("id", "article_id", "version", "source", "seen_at", "replaced_at")]
+    db.execute(
+        f"""insert into article_versions (article_id, version, {", ".join(kept)}, source, seen_at, replaced_at)
+        select id, 1 + (select coalesce(max(version), 0) from article_versions where article_id = ?), {", ".join(kept)},
+            origin, updated_at, ? from articles where id = ? and content_hash != ?""",
+        [p.article_id, stamp, p.article_id, p.prepared.content_hash],
+    )
 
 
 def _upsert_article(db: sqlite_utils.Database, p: Planned, stamp: str) -> int:
@@ -390,11 +436,13 @@ def delete_articles(
     forget: Callable[[sqlite_utils.Database, list[int]], None] | None = None,
 ) -> list[int]:
     """Delete articles, their chunks and (through `forget`, in the same transaction) their derived rows;
-    returns the removed chunk ids (to drop from the index)."""
+    returns the removed chunk ids (to drop from the index). Every earlier version goes with its article."""
+    ensure_versions_table(db)
     removed = [r[0] for r in select_in(db, "select id from chunks where article_id in ({marks})", article_ids)]
     with transaction(db):
         for part, marks in in_slices(article_ids):
             db.execute(f"delete from chunks where article_id in ({marks})", part)
+            db.execute(f"delete from article_versions where article_id in ({marks})", part)
             db.execute(f"delete from articles where id in ({marks})", part)
         if forget:
             forget(db, article_ids)
@@ -444,6 +492,47 @@ def find_article(db: sqlite_utils.Database, ref: str | int) -> dict:
     raise ArticleNotFound(f"no article with id or URL {ref_s!r}")
 
 
+DELETE_KEYS = {"ids": "id", "urls": "url", "external_ids": "external_id"}
+
+
+def articles_to_delete(
+    db: sqlite_utils.Database,
+    ids: Iterable[int] = (),
+    urls: Iterable[str] = (),
+    external_ids: Iterable[str] = (),
+) -> list[dict]:
+    """The articles these references name, each said explicitly (an id, a URL or an external id), with what a
+    delete would take with them (chunks, earlier versions). Every reference must name an article, and an
+    external id exactly one (they are not unique): else nothing is deleted and the error says why."""
+    found: dict[int, dict] = {}
+    for key, values in (("ids", ids), ("urls", urls), ("external_ids", external_ids)):
+        for value in values:
+            for row in _named(db, DELETE_KEYS[key], value):
+                found[row["id"]] = row
+    return [found[i] for i in sorted(found)]
+
+
+def _named(db: sqlite_utils.Database, column: str, value) -> list[dict]:
+    versions = "(select count(*) from article_versions v where v.article_id = a.id)"
+    if "article_versions" not in db.table_names():
+        versions = "0"
+    sql = f"""select id, url, external_id, title, outlet, published,
+        (select count(*) from chunks c where c.article_id = a.id) chunks, {versions} versions
+        from articles a where a.[{column}] = ? order by id limit 6"""
+    cur = db.execute(sql, [value])
+    rows = [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
+    label = column.replace("_", " ")
+    if not rows:
+        raise ArticleNotFound(f"no article with {label} {value!r}: nothing deleted")
+    if len(rows) > 1:
+        listed = ", ".join(str(r["id"]) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        raise AmbiguousReference(
+            f"{label} {value!r} names {'more than 5' if len(rows) > 5 else len(rows)} articles (ids {listed}): "
+            "name them by id instead; nothing deleted"
+        )
+    return rows
+
+
 def all_vectors(db: sqlite_utils.Database, dim: int, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every stored (ids, vectors) in chunk-id order, in batches (the index is rebuilt from these)."""
     last = 0
@@ -483,6 +572,20 @@ def orphan_chunks(db: sqlite_utils.Database) -> int:
 def delete_orphan_chunks(db: sqlite_utils.Database) -> None:
     with transaction(db):
         db.execute("delete from chunks where article_id not in (select id from articles)")
+
+
+def orphan_versions(db: sqlite_utils.Database) -> int:
+    """Earlier versions whose article is gone (a delete outside the library, or a damaged file)."""
+    if "article_versions" not in db.table_names():
+        return 0
+    sql = "select count(*) from article_versions where article_id not in (select id from articles)"
+    return db.execute(sql).fetchone()[0]
+
+
+def delete_orphan_versions(db: sqlite_utils.Database) -> None:
+    if "article_versions" in db.table_names():
+        with transaction(db):
+            db.execute("delete from article_versions where article_id not in (select id from articles)")
 
 
 def chunkless_articles(db: sqlite_utils.Database) -> list[int]:

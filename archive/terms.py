@@ -100,10 +100,14 @@ def write(db: sqlite_utils.Database, texts: dict[int, Counter], known: dict[str,
 
 
 def forget(db: sqlite_utils.Database, article_ids: Iterable[int]) -> None:
-    """Inside the caller's transaction: take deleted articles out of the document frequencies."""
+    """Inside the caller's (delete) transaction: take deleted articles out of the document frequencies, and
+    every word no article uses any more out of `terms`, so a deleted article (or an earlier version of it)
+    leaves none of its words behind. (A load leaves a word at df 0 in place: its writer remembers term ids
+    across batches, and deletes never run beside a load: both hold the writer lock.)"""
     ids = [int(i) for i in article_ids]
     if ids and "article_terms" in db.table_names():
         _drop(db, ids)
+        db.execute("delete from terms where df <= 0")
 
 
 def _drop(db, ids: list[int]) -> None:

@@ -70,6 +70,9 @@ def _check_tables(arc) -> list[str]:
     orphans = store.orphan_chunks(db)
     if orphans:
         problems.append(f"{orphans} chunks belong to no article")
+    orphan_versions = store.orphan_versions(db)
+    if orphan_versions:
+        problems.append(f"{orphan_versions} earlier versions belong to no article (--repair drops them)")
     ungrouped = len(dedupe.ungrouped(db))
     if ungrouped:
         problems.append(f"{ungrouped} articles have no near-duplicate signature")
@@ -88,6 +91,7 @@ def _repair(arc, report: VerifyReport) -> None:
         report.unrepaired.append("the interrupted model switch: run `archive index --rebuild --reembed` again")
         return
     store.delete_orphan_chunks(db)
+    store.delete_orphan_versions(db)
     chunkless = store.chunkless_articles(db)
     if chunkless:
         upkeep.reembed(ids=chunkless)

@@ -95,7 +95,7 @@ def test_on_error_stop_keeps_what_came_before(arc, tmp_path):
 
 def test_delete_removes_article_chunks_and_vectors(arc, tmp_path):
     arc.load([jsonl(tmp_path / "a.jsonl", [record(i) for i in range(3)])])
-    assert arc.delete(["http://news.example.com/1"]) == [2]
+    assert [a["id"] for a in arc.delete(urls=["http://news.example.com/1"])] == [2]
     index, _ = ix.load(arc.index_dir)
     assert index.ntotal == arc.db["chunks"].count
     assert arc.verify().ok

@@ -189,7 +189,7 @@ def test_commands_that_embed_refuse_a_hash_archive_clearly(hashed):
 
 def test_verify_delete_index_stats(copy):
     assert run("verify", "--db", copy).exit_code == 0
-    assert "deleted 1 article(s): 1" in run("delete", "1", "--db", copy).output
+    assert "deleted 1 article(s): 1" in run("delete", "--id", "1", "--db", copy).output
     manifest = json.loads((copy.parent / "indexes" / "manifest.json").read_text())
     (copy.parent / "indexes" / manifest["file"]).write_bytes(b"garbage")
     result = run("verify", "--db", copy)

@@ -224,7 +224,7 @@ def test_a_second_writer_is_refused_with_a_clear_message_and_changes_nothing(cop
     try:
         assert holder.stdout.readline().strip() == "locked"
         busy = "another `archive` command is writing this archive; try again when it ends"
-        for args in (["delete", "1"], ["verify", "--repair"], ["index", "--rebuild"]):
+        for args in (["delete", "--id", "1"], ["verify", "--repair"], ["index", "--rebuild"]):
             result = run(*args, "--db", db, "--index-dir", index_dir)
             assert result.exit_code == 1, (args, result.output)
             assert busy in result.output and "Traceback" not in result.output
@@ -235,7 +235,7 @@ def test_a_second_writer_is_refused_with_a_clear_message_and_changes_nothing(cop
         holder.wait()
     assert sqlite3.connect(db).execute("select count(*), max(updated_at) from articles").fetchone() == before
     assert (index_dir / ix.MANIFEST).read_text() == manifest
-    assert run("delete", "1", "--db", db, "--index-dir", index_dir).exit_code == 0  # a dead holder frees it
+    assert run("delete", "--id", "1", "--db", db, "--index-dir", index_dir).exit_code == 0  # a dead holder frees it
 
 
 def test_a_kill_between_commit_and_index_save_is_caught_up_by_the_next_writer(copy):

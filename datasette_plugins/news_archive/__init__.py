@@ -12,6 +12,7 @@ from . import views
 from .archives import archives, has_archive_tables, validate_config
 from .permissions import can_view, canned_query_allowed
 from .sql_functions import register as register_sql_functions
+from .versions import versions_for
 
 DB = r"(?P<database>[^/]+)"
 
@@ -111,7 +112,8 @@ def extra_css_urls(datasette):
 
 @hookimpl
 def extra_template_vars(view_name, database, table, request, datasette):
-    """`news_archive_related_url` and `news_archive_story_url` for an article's row page (row.html links them)."""
+    """`news_archive_related_url`, `news_archive_story_url` and `news_archive_versions` (its earlier versions and
+    the diff to the previous one) for an article's row page (row.html shows them)."""
 
     async def inner():
         pk = request.url_vars.get("pks", "") if request else ""
@@ -122,6 +124,7 @@ def extra_template_vars(view_name, database, table, request, datasette):
         return {
             "news_archive_related_url": views.related_path(datasette, database, pk),
             "news_archive_story_url": await story_views.story_url_for(datasette, database, int(pk)),
+            "news_archive_versions": await versions_for(datasette, request.actor, database, int(pk)),
         }
 
     return inner
