@@ -87,6 +87,27 @@ async def test_concurrent_requests_all_answer(hash_sample):
     assert [r.status_code for r in responses] == [200] * 12
 
 
+class QueryOnlyEncoder(HashEncoder):
+    """The hash encoder whose document path (`encode`: the loader's, torch for a real model) refuses: a server
+    must reach only `encode_queries`."""
+
+    def encode(self, texts, progress=None):
+        raise AssertionError("a server encoded documents (a real model would have loaded torch here)")
+
+    def encode_queries(self, texts):
+        return HashEncoder.encode(self, texts)
+
+
+async def test_every_query_path_goes_through_the_query_encoder(hash_sample):
+    metadata = {"plugins": {"news-archive": {"encoder": "test_plugin_serving:QueryOnlyEncoder"}}}
+    ds = Datasette([str(hash_sample.db_path)], metadata=metadata)
+    assert type(archives(ds).get("archive").archive.encoder).__name__ == "QueryOnlyEncoder"
+    sql = await ds.client.get("/archive.json", params={"sql": "select semantic_search('zebra', 3) as hits"})
+    assert sql.status_code == 200 and len(json.loads(sql.json()["rows"][0][0])) == 3
+    for path in (ZEBRA_QUERY, "/archive/-/semantic.json?q=zebra&mode=hybrid", "/archive/articles/1/-/related.json"):
+        assert (await ds.client.get(path)).status_code == 200, path
+
+
 # ---- the time budget -------------------------------------------------------------------------------------
 
 
