@@ -27,8 +27,10 @@ variant of the ranking) re-embeds nothing.
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -161,9 +163,10 @@ def encoder() -> CachedEncoder:
 def build_archive(name: str, records: list[dict]) -> Archive:
     """A fresh archive under CACHE/archives/<name>-<model>, loaded from a JSONL of `records` through Archive.load."""
     name = name if TAG == "minilm" else f"{name}-{TAG}"
-    base = CACHE / "archives" / name
+    base = CACHE / "archives" / f"{name}-{os.getpid()}"  # two runs at once must not rebuild each other's
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
+    atexit.register(shutil.rmtree, base, True)
     src = base / f"{name}.jsonl"
     with open(src, "w", encoding="utf-8") as f:
         for r in records:
@@ -497,11 +500,13 @@ def rerank_docs(arc: Archive, results: list, how: str) -> list[str]:
 RERANK_INPUTS = {"passage": "title + best passage", "lead": "title + first 1,500 chars"}
 
 
-def eval_rerank(table: dict, arc: Archive, queries: list, first: list[list], timed: int, latency: dict) -> None:
-    """The cross-encoder re-ordering each query's hybrid top 20 (`first`), per input kind; and its latency per
-    query, timed uncached on the first `timed` queries."""
+def eval_rerank(
+    table: dict, arc: Archive, queries: list, first: list[list], timed: int, latency: dict, hows: list[str]
+) -> None:
+    """The cross-encoder re-ordering each query's hybrid top 20 (`first`), per input kind (`hows`, keys of
+    RERANK_INPUTS); and its latency per query, timed uncached on the first `timed` queries."""
     reranker = CachedReranker()
-    hows = list(RERANK_INPUTS) if TAG == "minilm" else ["passage"]
+    score_news(table, f"archive search: hybrid, on the {len(queries)} re-ranked queries", first, queries)
     for how in hows:
         answers, times, tokens = [], [], []
         for n, ((q, _), res) in enumerate(zip(queries, first)):
@@ -520,7 +525,8 @@ def eval_rerank(table: dict, arc: Archive, queries: list, first: list[list], tim
                               "mean tokens per pair": float(np.mean(tokens))}  # fmt: skip
 
 
-def eval_news(table: dict, show: int, rerank: bool = False, timed: int = 8, latency: dict | None = None) -> None:
+def eval_news(table: dict, show: int, rerank: dict | None = None, latency: dict | None = None) -> None:
+    """`rerank`: {"queries": how many (None: all), "timed": how many timed, "inputs": RERANK_INPUTS keys}."""
     rows, story = news_sample()
     arc = build_archive("news", [_news_record(r) for r in rows])  # no subtitles: they are the queries
     queries = _news_queries(rows)
@@ -531,8 +537,9 @@ def eval_news(table: dict, show: int, rerank: bool = False, timed: int = 8, late
     answers = [with_article_vectors(arc, q, vectors) for q, _ in queries]
     score_news(table, "archive search: hybrid + article mean vector", answers, queries)
     if rerank:
-        first = [arc.search(q, k=20, mode="hybrid") for q, _ in queries]
-        eval_rerank(table, arc, queries, first, timed, latency if latency is not None else {})
+        some = queries[: rerank["queries"]]
+        first = [arc.search(q, k=20, mode="hybrid") for q, _ in some]
+        eval_rerank(table, arc, some, first, rerank["timed"], latency if latency is not None else {}, rerank["inputs"])
     if show:
         print("\nNewsArticles: related coverage (hybrid) of one article per story, for a human to read")
         for name, urls in story.items():
@@ -637,6 +644,9 @@ def main(argv=None) -> None:
     p.add_argument("--model", help="a model name (mpnet) or folder to measure beside the bundled MiniLM")
     p.add_argument("--rerank", action="store_true", help="also the cross-encoder re-ranking hybrid's top 20")
     p.add_argument("--rerank-timed", type=int, default=8, help="queries whose re-ranking is timed, uncached")
+    p.add_argument("--rerank-queries", type=int, help="re-rank only the first N NewsArticles queries (default: all)")
+    p.add_argument("--rerank-inputs", default="passage,lead", help=f"of {', '.join(RERANK_INPUTS)}")
+    p.add_argument("--rerank-models", default="minilm", help="the models whose hybrid top 20 is re-ranked, or all")
     p.add_argument("--bbc-no-pairs", action="store_true",
                    help="BBC P@10 on --bbc-per-category docs alone, without every duplicate pair's members "
                    "(about 190 docs; the duplicate rows keep them): a smaller run for a slow model")  # fmt: skip
@@ -661,7 +671,9 @@ def main(argv=None) -> None:
             eval_bbc(table, args.bbc_per_category, dedupe=n == 0 and not args.no_baseline,
                      pairs=not args.bbc_no_pairs)  # fmt: skip
         if "news" in parts:
-            eval_news(table, args.show if n == 0 else 0, args.rerank, args.rerank_timed, latency)
+            plan = {"queries": args.rerank_queries, "timed": args.rerank_timed, "inputs": args.rerank_inputs.split(",")}
+            asked = args.rerank and (args.rerank_models == "all" or name in args.rerank_models.split(","))
+            eval_news(table, args.show if n == 0 else 0, plan if asked else None, latency)
     print_table(table)
     print_latency(latency)
     embedded = {m or "minilm": e.encoded for m, e in _ENCODERS.items()}
