@@ -392,6 +392,8 @@ async def _time_pages(db_path: Path, requests: int) -> dict:
     pages = {
         "index": lambda i: f"/{name}/-/stories",
         "index ?outlet=": lambda i: f"/{name}/-/stories?outlet={outlets[i % len(outlets)]}",
+        "index ?outlet=(upper case)": lambda i: f"/{name}/-/stories?outlet={outlets[i % len(outlets)].upper()}",
+        "index ?outlet=(no such outlet)": lambda i: f"/{name}/-/stories?outlet=nowhere{i}.example",
         "index ?sort=size": lambda i: f"/{name}/-/stories?sort=size",
         "index ?outlet=&sort=size&since=": lambda i: (
             f"/{name}/-/stories?sort=size&since=2005-03-01&outlet={outlets[i % len(outlets)]}"

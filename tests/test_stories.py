@@ -280,6 +280,21 @@ def test_list_stories_sorts_and_filters(storied):
     assert len(stories.list_stories(arc.db, limit=3, offset=1)) == 3
 
 
+def test_outlet_filter_finds_the_same_stories_by_either_plan(storied, monkeypatch):
+    _, arc = storied
+    outlet = stories.list_stories(arc.db, sort="size", limit=1)[0]["outlets"][0]
+    found = {}
+    for rare in (0, 10**9):  # never rare (walk stories, probe members); always rare (from the outlet's articles)
+        monkeypatch.setattr(stories, "RARE_OUTLET", rare)
+        found[rare] = [
+            stories.list_stories(arc.db, outlet=name, sort=sort, limit=None)
+            for name in (outlet, outlet.upper())
+            for sort in stories.SORTS
+        ]
+    assert found[0] == found[10**9] and all(found[0])
+    assert stories.list_stories(arc.db, outlet="no-such-outlet.example") == []
+
+
 def test_list_stories_rejects_a_bad_date_or_sort(storied):
     _, arc = storied
     from archive import ArchiveError
