@@ -284,12 +284,19 @@ def copies_rows(n: int) -> list[dict]:
     return out
 
 
+def _tests_on_path() -> None:
+    """tests/hash_encoder.py importable (the build's encoder; the plugin's `encoder` setting names it too)."""
+    import sys
+
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+
+
 def build_base(n: int) -> tuple[Path, dict]:
     """An n-article archive of copies_rows, built once under BENCH through Archive.load with tests/hash_encoder.py's
     deterministic encoder (real chunking, writer, dedupe, keyword signatures and story assignment)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    _tests_on_path()
     from hash_encoder import HashEncoder
 
     base = BENCH / str(n)
@@ -380,6 +387,7 @@ def report_pages(n: int, requests: int) -> dict:
 async def _time_pages(db_path: Path, requests: int) -> dict:
     from datasette.app import Datasette
 
+    _tests_on_path()
     plugin = {"news-archive": {"encoder": "hash_encoder:HashEncoder"}}
     ds = Datasette([str(db_path)], metadata={"plugins": plugin})
     db = stories.store.open_db(str(db_path), create=False)
