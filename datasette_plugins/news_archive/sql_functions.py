@@ -65,8 +65,10 @@ def make_functions(datasette, database: str, handle_for):
         def sql_function(arg, k=params.DEFAULT_K):
             try:
                 if not sql_functions_allowed(datasette, database):
-                    raise SQLFunctionError(f"{name}() is off: the articles table has an allow block "
-                                           f"(use /{database}/-/semantic.json, which checks who is asking)")
+                    raise SQLFunctionError(
+                        f"{name}() is off: the articles table has an allow block "
+                        f"(use /{database}/-/semantic.json, which checks who is asking)"
+                    )
                 handle = handle_for()
                 if handle is None:
                     raise SQLFunctionError(f"{database} is not a news archive")
@@ -85,8 +87,10 @@ def make_functions(datasette, database: str, handle_for):
     def related(arc, article_id, k):
         return related_hits(arc, _as_int(article_id, "article_id"), k)
 
-    return {"semantic_search": guarded("semantic_search", search),
-            "related_articles": guarded("related_articles", related)}
+    return {
+        "semantic_search": guarded("semantic_search", search),
+        "related_articles": guarded("related_articles", related),
+    }
 
 
 def register(conn, datasette, database: str, handle_for) -> None:

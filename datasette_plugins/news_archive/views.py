@@ -68,9 +68,15 @@ def search_params(args) -> SearchParams:
     q = (args.get("q") or "").strip()
     q = checked(rules.check_query, q) if q else ""
     mode = checked(rules.check_mode, args.get("mode"))
-    return SearchParams(q, parse_k(args.get("k")), mode, (args.get("outlet") or "").strip(),
-                        parse_date(args.get("since"), "since"), parse_date(args.get("until"), "until"),
-                        parse_rerank(args.getlist("rerank")))
+    return SearchParams(
+        q,
+        parse_k(args.get("k")),
+        mode,
+        (args.get("outlet") or "").strip(),
+        parse_date(args.get("since"), "since"),
+        parse_date(args.get("until"), "until"),
+        parse_rerank(args.getlist("rerank")),
+    )
 
 
 def parse_rerank(values: list[str]) -> bool:
@@ -175,17 +181,29 @@ async def semantic(datasette, request):
     loading = await handle.glance(lambda arc: arc.loading())  # a load running behind the server: say how far
     if params.q:
         try:
-            results = await library_call(handle, lambda arc: arc.search(params.q, k=params.k, mode=params.mode,
-                                                                        rerank=params.rerank, **params.filters()))
+            results = await library_call(
+                handle,
+                lambda arc: arc.search(
+                    params.q, k=params.k, mode=params.mode, rerank=params.rerank, **params.filters()
+                ),
+            )
         except Unavailable:
             if not loading:  # a load that has not saved its first index yet: no results so far, not an error
                 raise
     if wants_json(request):
-        return json_response(datasette, {"query": params.q, "results": [r.to_dict() for r in results],
-                                         "loading": loading})
-    context = {"database": database, "params": params, "modes": rules.MODES, "max_k": rules.MAX_K,
-               "outlets": await outlets(datasette, database), "results": results, "loading": loading,
-               "links": result_links(datasette, database, results)}
+        return json_response(
+            datasette, {"query": params.q, "results": [r.to_dict() for r in results], "loading": loading}
+        )
+    context = {
+        "database": database,
+        "params": params,
+        "modes": rules.MODES,
+        "max_k": rules.MAX_K,
+        "outlets": await outlets(datasette, database),
+        "results": results,
+        "loading": loading,
+        "links": result_links(datasette, database, results),
+    }
     return await render(datasette, request, "news_archive_semantic.html", context)
 
 
@@ -198,9 +216,15 @@ async def related(datasette, request):
     article, results = await library_call(handle, lambda arc: (arc.article(article_id), arc.related(article_id, k=k)))
     if wants_json(request):
         return json_response(datasette, {"query": str(article_id), "results": [r.to_dict() for r in results]})
-    context = {"database": database, "article": article, "k": k, "max_k": rules.MAX_K, "results": results,
-               "article_url": datasette.urls.row(database, "articles", str(article_id)),
-               "links": result_links(datasette, database, results)}
+    context = {
+        "database": database,
+        "article": article,
+        "k": k,
+        "max_k": rules.MAX_K,
+        "results": results,
+        "article_url": datasette.urls.row(database, "articles", str(article_id)),
+        "links": result_links(datasette, database, results),
+    }
     return await render(datasette, request, "news_archive_related.html", context)
 
 
@@ -213,12 +237,19 @@ def related_path(datasette, database: str, article_id) -> str:
 
 
 def result_links(datasette, database: str, results) -> dict:
-    return {r.id: {"row": datasette.urls.row(database, "articles", str(r.id)),
-                   "related": related_path(datasette, database, r.id)} for r in results}
+    return {
+        r.id: {
+            "row": datasette.urls.row(database, "articles", str(r.id)),
+            "related": related_path(datasette, database, r.id),
+        }
+        for r in results
+    }
 
 
 async def render(datasette, request, template: str, context: dict) -> Response:
     database = context["database"]
-    context |= {"semantic_url": semantic_path(datasette, database),
-                "table_url": datasette.urls.table(database, "articles")}
+    context |= {
+        "semantic_url": semantic_path(datasette, database),
+        "table_url": datasette.urls.table(database, "articles"),
+    }
     return Response.html(await datasette.render_template(template, context, request=request))
