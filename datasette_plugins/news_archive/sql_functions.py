@@ -6,10 +6,11 @@ Each returns a JSON array of {"article_id", "score", "chunk_id"}, best first, fo
     select a.id, a.title, a.outlet, a.published, r.value ->> 'score' as score
     from json_each(semantic_search(:q, 10)) r join articles a on a.id = r.value ->> 'article_id'
 
-They run inside Datasette's SQL thread and call the database's Archive (its own connection) under the
-archive's lock; views never hold that lock while waiting on Datasette, so the two cannot deadlock.
-A bad argument raises, which SQLite reports as a failed query (Python's sqlite3 cannot pass the message on,
-so the reason is logged and the rules are in metadata.yml: query 1..1000 characters, k 1..100).
+They run inside Datasette's SQL thread, through that thread's reader of the archive (its own connection),
+in a turn of the archive's gate like the views' calls (which never wait on Datasette while holding a turn, so
+the two cannot deadlock); a wait past the time budget fails the query. A bad argument raises, which SQLite
+reports as a failed query (Python's sqlite3 cannot pass the message on, so the reason is logged and the rules
+are in metadata.yml: query 1..1000 characters, k 1..100).
 """
 
 from __future__ import annotations
