@@ -495,11 +495,37 @@ def report_cost(limit: int) -> dict:
     print(f"  load {load_s:.1f} s = {figures['load_ms_per_article_cpu']:.0f} ms/article; stories.assign "
           f"{assign_ms:.2f} ms/article (batches of 64) = {spent['s'] / load_s:.2%} of the CPU load "
           f"({assign_cpu_ms:.2f} ms of CPU)")  # fmt: skip
+    figures |= _rebuild_cpu(gpu_ms)
     share = figures["assign_share_of_gpu_load_computed"]
     print(f"  in batches of 512 (rebuild): {rebuild_ms:.2f} ms/article ({rebuild_cpu_ms:.2f} ms of CPU); a GPU load at "
           f"{GPU_CHUNKS_PER_S:,} chunks/s "
           f"(COMPUTED) is {gpu_ms:.2f} ms/article: assignment's CPU time {share:.1%} of it")  # fmt: skip
     return figures
+
+
+def _rebuild_cpu(gpu_ms: float) -> dict:
+    """CPU ms per article of stories.rebuild on the pairs archive (real-model vectors, if built), per batch size."""
+    import tempfile
+
+    if not (CACHE / "archive.db").exists():
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(CACHE / "archive.db", Path(tmp) / "a.db")
+        db = stories.store.open_db(str(Path(tmp) / "a.db"), create=False)
+        for batch in (64, 512):
+            cpu = time.process_time()
+            n = stories.rebuild(db, batch=batch)
+            out[f"pairs_archive_assign_cpu_ms_per_article_batch_{batch}"] = round(
+                (time.process_time() - cpu) * 1000 / n, 3
+            )
+        db.conn.close()
+    out["pairs_archive_articles"] = n
+    ms = out["pairs_archive_assign_cpu_ms_per_article_batch_512"]
+    print(f"  the pairs archive ({n} articles, real-model vectors), rebuilt: {ms:.2f} ms of CPU per article in batches "
+          f"of 512 = {ms / gpu_ms:.1%} of the COMPUTED GPU load; "
+          f"{out['pairs_archive_assign_cpu_ms_per_article_batch_64']:.2f} ms in batches of 64")  # fmt: skip
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
