@@ -304,8 +304,10 @@ def eval_bbc(table: dict, per_category: int, dedupe: bool = True, pairs: bool = 
     table[row("baseline: whole-doc cosine")]["BBC P@10"] = precision_at(first @ first.T, labels, queries, dup_of)
     table["baseline: TF-IDF cosine"]["BBC P@10"] = precision_at(tfidf_matrix(texts), labels, queries, dup_of)
     arc.close()
-    if dedupe:  # near-duplicate groups come from shingle signatures, not vectors: once is enough
-        eval_dedupe(table, *bbc_subset(bbc_data(), per_category))
+    if dedupe and pairs:  # near-duplicate groups come from shingle signatures, not vectors: once is enough
+        eval_dedupe(table, docs, pairs_in)
+    elif dedupe:
+        print("  (--bbc-no-pairs: the near-duplicate rows are not measured)", file=sys.stderr)
 
 
 # ---- near duplicates --------------------------------------------------------------------------------------
