@@ -66,7 +66,7 @@ class Archive:
         self._model_arg = model
         self._backend_arg = backend  # torch | onnx; None: the archive's recorded backend, torch for a new one
         self._device = device
-        self._encoder = encoder
+        self._encoder = self._injected = encoder
         self._checked = False
         self.live = ix.LiveIndex(self.index_dir, self.archive_id)
         self.maintenance = Maintenance(self)
@@ -200,8 +200,8 @@ class Archive:
     ) -> ix.Manifest:
         """Rebuild the index from stored vectors; with `reembed`, first re-chunk and re-embed every article
         with this Archive's model (the way to switch models). `index_type`: see `index.KINDS`."""
-        if reembed:
-            self._encoder, self._checked = self.new_encoder(), True
+        if reembed:  # the model asked for (an injected encoder is that model)
+            self._encoder, self._checked = self._injected or self.new_encoder(), True
             self.__dict__.pop("chunker", None)
         return self.maintenance.rebuild(reembed=reembed, progress=progress, index_type=index_type)
 

@@ -193,11 +193,21 @@ class Writer:
     """The one writer: a thread that commits batches and keeps the FAISS index level with them."""
 
     def __init__(
-        self, arc, report: LoadReport, progress=None, *, fingerprint: str | None = None, index=True, expected=None
+        self,
+        arc,
+        report: LoadReport,
+        progress=None,
+        *,
+        fingerprint: str | None = None,
+        index=True,
+        expected=None,
+        assign_stories=True,
     ):
         """`fingerprint` None: record the archive's encoder as the model of its vectors (a load); else the
-        vectors come from elsewhere and the caller checked them. `index` False: leave the index to the caller."""
+        vectors come from elsewhere and the caller checked them. `index` False: leave the index to the caller.
+        `assign_stories` False: the caller rebuilds stories afterwards (a model switch)."""
         self.arc, self.report, self.progress = arc, report, progress
+        self.assign_stories = assign_stories
         store.ensure_derived_tables(arc.db)
         if fingerprint is None:
             arc.record_model()
@@ -246,7 +256,8 @@ class Writer:
         """Inside the batch's transaction: near-duplicate groups, keyword signatures and stories of its articles."""
         dedupe.write(db, [(p.article_id, p.prepared.body_hash, p.prepared.shingles, p.prepared.minhash) for p in plans])
         terms.write(db, {p.article_id: p.prepared.terms for p in plans}, self._term_ids)
-        stories.assign(db, [p.article_id for p in plans])  # after the two above: it reads both
+        if self.assign_stories:
+            stories.assign(db, [p.article_id for p in plans])  # after the two above: it reads both
 
     def _state_json(self) -> str:
         """What a server shows while this load runs (`Archive.loading`); `updated` tells a live load from a dead one."""
@@ -374,14 +385,16 @@ def _timed_batches(items: Iterable, size: int, report: LoadReport) -> Iterator[l
         yield batch
 
 
-def reembed_articles(arc, ids: list[int], progress=None) -> None:
+def reembed_articles(arc, ids: list[int], progress=None, *, assign_stories: bool = True) -> None:
     """Chunk and embed these stored articles again with the archive's encoder, replacing all their chunks.
 
-    The index is left alone (the caller rebuilds it): a half-switched index must never be published."""
+    The index is left alone (the caller rebuilds it): a half-switched index must never be published. A model
+    switch passes `assign_stories=False`: mid-switch, the stored vectors are of two models (even two sizes), so
+    stories are rebuilt once at its end instead."""
     reader = store.open_reader(arc.db_path)
     records = (store.stored_article(reader, i) for i in ids)
     report = LoadReport()
-    writer = Writer(arc, report, progress, fingerprint="", index=False)
+    writer = Writer(arc, report, progress, fingerprint="", index=False, assign_stories=assign_stories)
     try:
         workers = (os.cpu_count() or 1) if len(ids) > 256 else 0  # as a load: processes only for a big job
         with Feeder(records, arc.encoder, None, workers) as prepared:

@@ -100,7 +100,8 @@ class Maintenance:
         if switching:
             store.set_meta(self.db, reembed_in_progress=encoder.fingerprint)
         each = (lambda n, _chunks: progress(n)) if progress else None
-        reembed_articles(self.arc, store.article_ids(self.db) if switching else list(ids), each)
+        todo = store.article_ids(self.db) if switching else list(ids)
+        reembed_articles(self.arc, todo, each, assign_stories=not switching)
         if switching:
             self.arc.record_model()
             store.clear_meta(self.db, "reembed_in_progress")

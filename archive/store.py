@@ -166,10 +166,11 @@ def ensure_derived_tables(db: sqlite_utils.Database) -> None:
     """The tables derived from articles (near-duplicate signatures and groups, keyword signatures, stories).
 
     Made with the schema, and by every writer for archives older than them; never on a read path."""
-    from .stories import SCHEMA as STORIES  # (stories reads the store: imported here, not at the top)
+    from . import stories  # (stories reads the store: imported here, not at the top)
 
-    if not {"article_groups", "article_terms", "stories", "article_story"} <= set(db.table_names()):
-        db.conn.executescript(DERIVED_TABLES + STORIES)
+    if not {"article_groups", "article_terms"} <= set(db.table_names()):
+        db.conn.executescript(DERIVED_TABLES)
+    stories.ensure_tables(db)  # its tables, and the indexes added after them
     ensure_versions_table(db)
 
 

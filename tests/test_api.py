@@ -162,6 +162,19 @@ def test_another_encoder_is_refused_before_anything_changes(sample_copy, tmp_pat
     assert sample_copy.stats() == before
 
 
+def test_a_switch_to_a_model_of_another_size_rebuilds_stories(hash_sample, tmp_path):
+    """Mid-switch the stored vectors are of two sizes (64 and 32 here): stories wait for the switch's end."""
+    copy = hash_sample.copy_to(tmp_path)
+    arc = Archive(copy.db_path, copy.index_dir, encoder=HashEncoder(32))
+    arc.rebuild_index(reembed=True)
+    assert arc.meta["model_fingerprint"] == "hash-v1-32"
+    assert arc.verify().ok
+    stories = arc.db.execute("select count(*), sum(size) from stories").fetchone()
+    assert stories[0] > 0 and stories[1] == arc.stats()["articles"]
+    assert arc.search("cyclone", k=3, mode="semantic")
+    arc.close()
+
+
 def test_stats(hash_sample):
     arc = hash_sample.open()
     try:

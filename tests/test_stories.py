@@ -245,6 +245,15 @@ def test_check_names_each_problem_and_rebuild_repairs_them(storied):
     assert stories.check(arc.db) == []
 
 
+def test_missing_page_indexes_are_added_by_a_writer_without_a_rebuild(storied):
+    _, arc = storied
+    before = arc.db.execute("select article_id, story_id from article_story order by article_id").fetchall()
+    arc.db.execute("drop index stories_biggest")  # an archive from before the index page's indexes
+    store.ensure_derived_tables(arc.db)  # what every writer (load, delete, repair) runs first
+    assert stories.check(arc.db) == []
+    assert arc.db.execute("select article_id, story_id from article_story order by article_id").fetchall() == before
+
+
 def test_check_on_an_archive_without_story_tables(tmp_path):
     d = store.open_db(str(tmp_path / "old.db"))
     d.execute("drop table if exists stories")
