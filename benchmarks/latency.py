@@ -3,10 +3,14 @@
     python -m benchmarks.latency                          # 10k and 100k chunks
     python -m benchmarks.latency --sizes 10000,100000,1000000
     python -m benchmarks.latency --startup                # one-off `archive search` and `archive serve` startup
+    python -m benchmarks.latency --model mpnet --sizes 10000   # an archive of another model's vectors
+    python -m benchmarks.latency --model mpnet --encoder-only  # its query encoder alone: fp32 and int8 ONNX
 
 Each archive is synthesised from the real corpus: NewsArticles titles and text (cycled, made unique), four
 chunks an article, chunk vectors mixed from real sentence vectors (see benchmarks/ann.py), recorded as
-embedded by the onnx backend so the query encoder is torch-free. Queries are real article titles. Requests
+embedded by the onnx backend so the query encoder is torch-free (with `--model`, that model's vectors, recorded as
+embedded by torch the way `archive load --model mpnet` makes them: queries run on its fp32 ONNX export, no torch).
+Queries are real article titles. Requests
 go through Datasette in-process (`datasette.client`, the full ASGI stack, no sockets), warm; the library
 call (`Archive.search` / `related`) is timed beside it as the baseline. "first answer" starts
 `archive serve` and polls /<db>/-/semantic.json until it answers 200.
@@ -29,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from archive import Archive, store, terms
-from archive.embed import Encoder
+from archive import Archive, registry, store, terms
+from archive.embed import Encoder, cache_dir
 from archive.sample import news_rows
 
+from . import record
 from .ann import real_vectors, synthesise
 
 PER_ARTICLE = 4
@@ -42,11 +47,30 @@ def corpus_rows() -> list[dict]:
     return [r for r in news_rows() if r["text"].strip() and r["title"].strip()]
 
 
+def model_vectors(model: str | None, n: int = 300) -> np.ndarray:
+    """n real sentence vectors of a model (its fp32 ONNX query export, cached): the base synthesised chunks mix."""
+    if model is None:
+        return real_vectors(n)
+    enc = Encoder(model, backend="torch")
+    path = cache_dir() / "bench" / f"sentences-{enc.fingerprint}-{n}.npy"
+    if not path.exists():
+        sentences = [s for r in corpus_rows()[:400] for s in r["text"].split(". ")[:2] if 60 < len(s) < 400][:n]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, enc.encode_queries(sentences))  # no torch: the export made at load
+    return np.load(path)
+
+
 def make_archive(
-    path: Path, index_dir: Path, n_chunks: int, rows: list[dict], base: np.ndarray, backend: str = "onnx"
+    path: Path,
+    index_dir: Path,
+    n_chunks: int,
+    rows: list[dict],
+    base: np.ndarray,
+    backend: str = "onnx",
+    model: str | None = None,
 ) -> None:
     db = store.open_db(str(path), create=True)
-    enc = Encoder(backend=backend)
+    enc = Encoder(model, backend=backend)
     store.set_meta(db, model_path=str(enc.path), **enc.describe())
     n_articles = n_chunks // PER_ARTICLE
     vecs = synthesise(base, n_articles * PER_ARTICLE, seed=n_chunks)
@@ -107,6 +131,7 @@ def measure(path: Path, index_dir: Path, queries: list[str], article_ids: list[i
         return pct(times)
 
     out["semantic lib"] = timed(lambda q: arc.search(q, mode="semantic"), queries)
+    out["hybrid lib"] = timed(lambda q: arc.search(q, mode="hybrid"), queries)
     out["related lib"] = timed(lambda a: arc.related(a), article_ids)
     ds = Datasette([str(path)])
     name = path.stem
@@ -120,6 +145,7 @@ def measure(path: Path, index_dir: Path, queries: list[str], article_ids: list[i
         res = {}
         for label, urls in (
             ("semantic http", [f"/{name}/-/semantic.json?mode=semantic&q={urllib.parse.quote(q)}" for q in queries]),
+            ("hybrid http", [f"/{name}/-/semantic.json?mode=hybrid&q={urllib.parse.quote(q)}" for q in queries]),
             ("related http", [f"/{name}/articles/{a}/-/related.json" for a in article_ids]),
         ):
             times = []
@@ -235,23 +261,59 @@ def startup(runs: int = 3) -> dict:
     return out
 
 
+def query_encoder(model: str | None, n: int) -> dict:
+    """The query encoder alone, one query at a time, warm: the fp32 ONNX export (what a torch-embedded archive's
+    queries run on) and the int8 one, p50/p95 ms over n real queries (NewsArticles subtitles), and the int8
+    vectors' cosine to the fp32 ones."""
+    queries = [r["subtitle"].strip() for r in corpus_rows() if len(r["subtitle"].strip()) > 40][:n]
+    fp32, int8 = Encoder(model, backend="torch"), Encoder(model, backend="onnx")
+    fp32.prepare_queries()  # made at load; a no-op when cached
+    out, vecs = {"model": fp32.name, "queries": len(queries)}, {}
+    for label, enc in (("fp32", fp32), ("int8", int8)):
+        enc.encode_queries(queries[:2])  # warm: session, tokenizer
+        times, cpu, got = [], [], []
+        for q in queries:
+            t, c = time.perf_counter(), time.process_time()
+            got.append(enc.encode_queries([q])[0])
+            times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        vecs[label] = np.vstack(got)
+        out[f"{label} p50 ms"], out[f"{label} p95 ms"] = pct(times)
+        out[f"{label} cpu p50 ms"], out[f"{label} cpu p95 ms"] = pct(cpu)  # all threads: what a query costs
+    cos = (vecs["fp32"] * vecs["int8"]).sum(axis=1)
+    out |= {"int8 cosine to fp32 min": float(cos.min()), "int8 cosine to fp32 mean": float(cos.mean())}
+    print(f"query encoder alone, {out['model']}, {len(queries)} real queries one at a time (ms):")
+    for label in ("fp32", "int8"):
+        print(f"  {label}: wall p50 {out[label + ' p50 ms']:.1f}  p95 {out[label + ' p95 ms']:.1f};  "
+              f"CPU p50 {out[label + ' cpu p50 ms']:.1f}  p95 {out[label + ' cpu p95 ms']:.1f}")  # fmt: skip
+    print(f"  int8 vectors' cosine to fp32: min {cos.min():.4f}, mean {cos.mean():.4f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--startup", action="store_true", help="Only the startup targets (one-off search, serve)")
     parser.add_argument("--runs", type=int, default=3, help="With --startup: runs of each")
+    parser.add_argument("--model", help="A model name (mpnet) or folder: its vectors and its query encoder")
+    parser.add_argument("--encoder-only", action="store_true", help="Only the query encoder (fp32, int8), --queries")
     args = parser.parse_args(argv)
     if args.startup:
         return [startup(args.runs)]
-    rows, base = corpus_rows(), real_vectors()
+    model = registry.resolve(args.model) if args.model and args.model != registry.DEFAULT else None
+    if args.encoder_only:
+        out = query_encoder(model, args.queries)
+        print(f"record: {record.save('latency', out)}")
+        return [out]
+    rows, base = corpus_rows(), model_vectors(model)
     queries = [r["title"] for r in rows[-args.queries :]]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(s) for s in args.sizes.split(",")]:
             path, index_dir = Path(tmp) / f"synth{n}.db", Path(tmp) / f"idx{n}"
             t = time.perf_counter()
-            make_archive(path, index_dir, n, rows, base)
+            make_archive(path, index_dir, n, rows, base, *(("torch", model) if model else ()))
             build = time.perf_counter() - t
             ids = list(np.linspace(1, n // PER_ARTICLE, args.queries).astype(int))
             m = measure(path, index_dir, queries, [int(i) for i in ids])
@@ -260,12 +322,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             m["server RSS"] = (rss, None)
             kind = Archive(path, index_dir).stats()["index"]["type"]
             results.append({"chunks": n, "index": kind, "build_s": build, **m})
-        # A torch-embedded archive's server answers through the fp32 ONNX query encoder (no torch import).
-        path, index_dir = Path(tmp) / "torch.db", Path(tmp) / "idx-torch"
-        make_archive(path, index_dir, 10_000, rows, base, backend="torch")
-        Encoder().prepare_queries()  # what `archive load` does after embedding with torch
-        first, _ = serve_start(path, index_dir)
-    print(f"first answer, torch-embedded archive of 10,000 chunks: {first:.2f} s")
+        if model is None:  # a torch-embedded archive's server answers through the fp32 ONNX query encoder
+            path, index_dir = Path(tmp) / "torch.db", Path(tmp) / "idx-torch"
+            make_archive(path, index_dir, 10_000, rows, base, backend="torch")
+            Encoder().prepare_queries()  # what `archive load` does after embedding with torch
+            first, _ = serve_start(path, index_dir)
+            print(f"first answer, torch-embedded archive of 10,000 chunks: {first:.2f} s")
+    print(f"model: {Encoder(model).name}")
     print(f"query latency, warm, {args.queries} queries each (ms); first answer from `archive serve` start (s);")
     print("server RSS after a semantic and a related query (MB)")
     print(f"{'chunks':>9} {'index':6}" + "".join(f"{k:>22}" for k in results[0] if " " in k))
@@ -276,6 +339,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 unit = " MB" if k == "server RSS" else " s"
                 cells.append(f"{v[0]:>10.2f}{unit}" if v[1] is None else f"p50 {v[0]:6.1f} p95 {v[1]:6.1f}")
         print(f"{r['chunks']:>9,} {r['index']:6}" + "".join(f"{c:>22}" for c in cells))
+    print(f"record: {record.save('latency', {'model': Encoder(model).name, 'results': results})}")
     return results
 
 
