@@ -9,7 +9,8 @@ Two backends give the same kind of vectors:
   onnx    the same transformer exported to ONNX, attention fused and weights quantised to int8 (per channel),
           run by onnxruntime with `tokenizers` and numpy pooling: no torch import on the query path, a first
           vector in a fraction of a second and about 1.8x torch's chunks/s on 2 cores, at cosine ~0.99 to
-          the torch vectors.
+          the torch vectors. Each model's int8 export is checked against its fp32 one first and refused
+          below INT8_MIN_COSINE: quantising mpnet's graph breaks it (cosine ~0.01), so mpnet runs on torch.
 Vectors of different backends are close but not identical, so the backend is part of `fingerprint`, and an
 archive refuses to mix them.
 
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write
 from .models import ArchiveError
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,16 @@ ONNX_FILES = {"fp32": "model-fp32.onnx", "int8": "model-int8.onnx"}
 # The fp32 export again with its weights in a side file (.data), which onnxruntime maps rather than parses: a
 # query session opens in ~0.4 s instead of ~1.1 s (MiniLM, 2 busy cores), so a one-off search starts sooner.
 QUERY_FILE = "model-fp32-query.onnx"
+# An int8 export is used only if its vectors stay this close to fp32's on PROBES. MiniLM's per-channel int8
+# gives 0.989-0.992; mpnet's gives ~0.01 (quantising its graph breaks it) and MiniLM's per-tensor ~0.94.
+INT8_MIN_COSINE = 0.97
+PROBES = (
+    "Cyclone Debbie floods towns across Queensland as rivers rise.",
+    "The central bank raised interest rates by a quarter point on Wednesday.",
+    "A hotel was buried by an avalanche in the mountains of central Italy, rescuers said.",
+    "Fans queued overnight for the new phone.",
+    "short",
+)
 _MODELS: dict[str, object] = {}  # one loaded model per folder per process (a server holds many Archives)
 _LOAD_LOCK = threading.Lock()
 
@@ -251,7 +263,25 @@ class Encoder:
         opts.log_severity_level = 3
         if os.environ.get("NEWS_ARCHIVE_THREADS"):
             opts.intra_op_num_threads = int(os.environ["NEWS_ARCHIVE_THREADS"])
-        return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
+        if precision == "int8":
+            self._check_int8(session)
+        return session
+
+    def _check_int8(self, session) -> None:
+        """Refuse an int8 export whose vectors are not the model's (the verdict is kept beside the file)."""
+        verdict = self.onnx_file("int8").with_suffix(".check.json")
+        try:
+            worst = float(json.loads(verdict.read_text())["min_cosine"])
+        except (OSError, ValueError, KeyError, TypeError):
+            fp32 = self._encode_onnx(list(PROBES), self._load_onnx("fp32"))
+            worst = float((fp32 * self._encode_onnx(list(PROBES), session)).sum(axis=1).min())
+            atomic_write(verdict, lambda f: f.write(json.dumps({"min_cosine": worst}).encode()))
+        if worst < INT8_MIN_COSINE:
+            raise ArchiveError(
+                f"{self.name}: its int8 ONNX export does not keep the model's vectors (cosine {worst:.2f} to fp32 "
+                f"on test sentences, under {INT8_MIN_COSINE}); use --backend torch for this model"
+            )
 
     @cached_property
     def _batch_tokenizer(self):

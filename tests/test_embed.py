@@ -1,12 +1,14 @@
 """The Encoder with the real bundled model, on both backends (the ONNX export is cached after the first run)."""
 
+import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from archive import Archive
+from archive import Archive, embed
 from archive.embed import Encoder
 from archive.models import ArchiveError
 from archive.sample import news_rows
@@ -90,6 +92,34 @@ def test_backend_is_part_of_the_identity(torch_encoder, onnx_encoder):
     assert onnx_encoder.describe()["backend"] == "onnx"
     assert onnx_encoder.describe()["model_fingerprint"] == onnx_encoder.fingerprint
     assert onnx_encoder.onnx_path.exists() and onnx_encoder.model_fingerprint in str(onnx_encoder.onnx_path)
+
+
+@pytest.mark.slow
+def test_an_int8_export_that_breaks_the_model_is_refused(onnx_encoder, tmp_path, monkeypatch):
+    """mpnet's int8 export gave cosine ~0.01 to its fp32 vectors; a MiniLM export with one weight matrix
+    scrambled stands for it here (the same on every CPU), and the onnx backend refuses it."""
+    import onnx
+    from onnx import numpy_helper
+
+    onnx_encoder.encode(["the real export exists"])
+    real = onnx_encoder.onnx_file("fp32").parent
+    monkeypatch.setenv("NEWS_ARCHIVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(embed, "_MODELS", {})  # the process keeps one session per model folder
+    enc = Encoder(backend="onnx")
+    cache = enc.onnx_file("int8").parent
+    shutil.copytree(real, cache, ignore=shutil.ignore_patterns("model-int8*"))
+    graph = onnx.load(str(cache / "model-fp32.onnx"))
+    biggest = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
+    weights = numpy_helper.to_array(biggest)
+    biggest.CopyFrom(
+        numpy_helper.from_array(
+            np.random.default_rng(0).permutation(weights.ravel()).reshape(weights.shape), biggest.name
+        )
+    )
+    onnx.save(graph, str(cache / "model-int8.onnx"))
+    with pytest.raises(ArchiveError, match="int8 ONNX export does not keep the model's vectors.*--backend torch"):
+        enc.encode(["flooding in Queensland"])
+    assert json.loads((cache / "model-int8.check.json").read_text())["min_cosine"] < 0.97
 
 
 def test_unknown_backend_is_refused():
