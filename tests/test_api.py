@@ -162,17 +162,16 @@ def test_another_encoder_is_refused_before_anything_changes(sample_copy, tmp_pat
     assert sample_copy.stats() == before
 
 
-def test_a_switch_to_a_model_of_another_size_rebuilds_stories(hash_sample, tmp_path):
+def test_a_switch_to_a_model_of_another_size_rebuilds_stories(arc, tmp_path):
     """Mid-switch the stored vectors are of two sizes (64 and 32 here): stories wait for the switch's end."""
-    copy = hash_sample.copy_to(tmp_path)
-    arc = Archive(copy.db_path, copy.index_dir, encoder=HashEncoder(32))
-    arc.rebuild_index(reembed=True)
-    assert arc.meta["model_fingerprint"] == "hash-v1-32"
-    assert arc.verify().ok
-    stories = arc.db.execute("select count(*), sum(size) from stories").fetchone()
-    assert stories[0] > 0 and stories[1] == arc.stats()["articles"]
-    assert arc.search("cyclone", k=3, mode="semantic")
-    arc.close()
+    arc.load([jsonl(tmp_path / "a.jsonl", [record(i) for i in range(70)])])  # two batches of the switch
+    switched = Archive(arc.db_path, arc.index_dir, encoder=HashEncoder(32))
+    switched.rebuild_index(reembed=True)
+    assert switched.meta["model_fingerprint"] == "hash-v1-32"
+    assert switched.verify().ok
+    assert switched.db.execute("select sum(size) from stories").fetchone()[0] == 70
+    assert switched.search("river flooded", k=3, mode="semantic")
+    switched.close()
 
 
 def test_stats(hash_sample):
