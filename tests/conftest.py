@@ -113,6 +113,14 @@ def distinct_rows(source: Path, n: int, min_chars: int, titled: bool = False) ->
 
 
 @pytest.fixture
+def arc(tmp_path):
+    """An empty archive in tmp_path with the hash encoder (modules that query the sample define their own)."""
+    a = Archive(tmp_path / "a.db", tmp_path / "idx", create=True, encoder=HashEncoder())
+    yield a
+    a.close()
+
+
+@pytest.fixture
 def db(tmp_path):
     """An empty archive database (schema only)."""
     d = store.open_db(str(tmp_path / "archive.db"), create=True)

@@ -34,13 +34,6 @@ def record(n, body=BODY, **kw):
 
 
 @pytest.fixture
-def arc(tmp_path):
-    a = Archive(tmp_path / "a.db", tmp_path / "idx", create=True, encoder=HashEncoder())
-    yield a
-    a.close()
-
-
-@pytest.fixture
 def sample_copy(hash_sample, tmp_path):
     a = hash_sample.copy_to(tmp_path).open()
     yield a

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasette.app import Datasette
-from hash_encoder import HashEncoder
 
-from archive import Archive, dedupe, store, stories, terms, versions
+from archive import dedupe, store, stories, terms, versions
 
 BODY = (
     "Heavy rain flooded the town centre on Monday. Residents were moved to the school hall.\n"
@@ -41,13 +40,6 @@ def again(article: dict, **changes) -> dict:
 
 def version_rows(db) -> list[dict]:
     return list(db.query("select * from article_versions order by article_id, version"))
-
-
-@pytest.fixture
-def arc(tmp_path):
-    a = Archive(tmp_path / "a.db", tmp_path / "idx", create=True, encoder=HashEncoder())
-    yield a
-    a.close()
 
 
 @pytest.fixture
