@@ -1,4 +1,3 @@
-
 import pytest
 
 from archive.chunk import SPECIAL_TOKENS, Chunker, sentence_spans

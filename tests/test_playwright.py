@@ -61,15 +61,32 @@ def server(sample_archive, tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     shutil.copy(sample_archive.db_path, base / "archive.db")
     shutil.copytree(sample_archive.index_dir, base / "indexes", ignore=shutil.ignore_patterns(".lock"))
-    (base / "xss.jsonl").write_text(json.dumps({
-        "title": SCRIPT_TITLE, "outlet": "example.org", "published": "2017-04-01", "url": "https://example.org/x",
-        "body": "A zebra escaped from a circus in Vienna and trotted along the Ringstrasse before keepers caught it.",
-    }) + "\n" + json.dumps({
-        "title": IMG_TITLE, "outlet": HOSTILE_OUTLET, "published": "2017-04-02", "url": "https://example.org/y",
-        "subtitle": "<iframe src=javascript:alert(4)>", "byline": "<b onmouseover=alert(5)>x</b>",
-        "body": "Police closed two tram lines in Vienna after a zebra ran along the Ringstrasse. "
+    (base / "xss.jsonl").write_text(
+        json.dumps(
+            {
+                "title": SCRIPT_TITLE,
+                "outlet": "example.org",
+                "published": "2017-04-01",
+                "url": "https://example.org/x",
+                "body": "A zebra escaped from a circus in Vienna and trotted along the Ringstrasse "
+                "before keepers caught it.",
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "title": IMG_TITLE,
+                "outlet": HOSTILE_OUTLET,
+                "published": "2017-04-02",
+                "url": "https://example.org/y",
+                "subtitle": "<iframe src=javascript:alert(4)>",
+                "byline": "<b onmouseover=alert(5)>x</b>",
+                "body": "Police closed two tram lines in Vienna after a zebra ran along the Ringstrasse. "
                 "<script>alert(6)</script> <img src=x onerror=alert(7)> Keepers caught it by the opera house.",
-    }) + "\n")
+            }
+        )
+        + "\n"
+    )
     arc = Archive(base / "archive.db", base / "indexes")
     arc.load([str(base / "xss.jsonl")])
     xss_id = arc.article("https://example.org/x")["id"]
@@ -78,8 +95,12 @@ def server(sample_archive, tmp_path_factory):
     arc.close()
     port = free_port()
     script = Path(sys.executable).parent / "archive"
-    proc = subprocess.Popen([str(script), "serve", "--db", str(base / "archive.db"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(script), "serve", "--db", str(base / "archive.db"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url + "/-/versions.json", proc)
@@ -92,9 +113,16 @@ def server(sample_archive, tmp_path_factory):
 @pytest.fixture(scope="module")
 def page():
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
         yield page
         browser.close()
@@ -124,8 +152,11 @@ def test_script_title_never_runs(server, page):
     url, xss_id = server
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    for path in ("/archive/-/semantic?q=zebra+escaped+from+a+circus", f"/archive/articles/{xss_id}",
-                 f"/archive/articles/{xss_id}/-/related"):
+    for path in (
+        "/archive/-/semantic?q=zebra+escaped+from+a+circus",
+        f"/archive/articles/{xss_id}",
+        f"/archive/articles/{xss_id}/-/related",
+    ):
         page.goto(url + path)
         page.wait_for_load_state("load")
         assert SCRIPT_TITLE in page.locator("body").inner_text(), path
@@ -139,12 +170,18 @@ def test_hostile_titles_outlets_bodies_and_queries_never_run(server, page):
     url, xss_id = server
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    paths = ["/archive/-/semantic?q=zebra+tram+lines+Vienna&mode=semantic", "/archive/-/semantic",
-             f"/archive/-/semantic?q=tram&outlet={quote(HOSTILE_OUTLET)}", f"/archive/articles/{IMG_ID}",
-             f"/archive/articles/{IMG_ID}/-/related", f"/archive/articles/{xss_id}/-/related",
-             "/archive/articles?_search=zebra", f"/archive/articles?outlet={quote(HOSTILE_OUTLET)}",
-             "/archive/-/semantic?q=" + quote("<img src=x onerror=alert(8)>") + "&mode=keyword",
-             "/archive/-/semantic?q=x&since=" + quote("<script>alert(9)</script>")]
+    paths = [
+        "/archive/-/semantic?q=zebra+tram+lines+Vienna&mode=semantic",
+        "/archive/-/semantic",
+        f"/archive/-/semantic?q=tram&outlet={quote(HOSTILE_OUTLET)}",
+        f"/archive/articles/{IMG_ID}",
+        f"/archive/articles/{IMG_ID}/-/related",
+        f"/archive/articles/{xss_id}/-/related",
+        "/archive/articles?_search=zebra",
+        f"/archive/articles?outlet={quote(HOSTILE_OUTLET)}",
+        "/archive/-/semantic?q=" + quote("<img src=x onerror=alert(8)>") + "&mode=keyword",
+        "/archive/-/semantic?q=x&since=" + quote("<script>alert(9)</script>"),
+    ]
     for path in paths:
         page.goto(url + path)
         page.wait_for_load_state("load")
