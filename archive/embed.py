@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -540,11 +541,12 @@ def halving_on_oom(run: Callable[[list[str]], np.ndarray], batch: list[str], enc
 
 
 def _free_cuda_cache() -> None:
+    torch = sys.modules.get("torch")  # not imported: no CUDA memory of ours to free (and no 5 s import for it)
+    if torch is None:
+        return
     try:
-        import torch
-
         torch.cuda.empty_cache()
-    except Exception:  # no torch or no CUDA: nothing to free
+    except Exception:  # no CUDA: nothing to free
         pass
 
 
