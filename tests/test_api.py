@@ -167,6 +167,29 @@ def test_a_switch_to_a_model_of_another_size_rebuilds_stories(arc, tmp_path):
     switched.close()
 
 
+class _FailsOnSecondBatch(HashEncoder):
+    """A model switch that dies halfway: its second batch raises (as a killed process would stop)."""
+
+    def encode(self, texts, **kw):
+        if self.calls == 1:
+            raise RuntimeError("the machine went away")
+        return super().encode(texts, **kw)
+
+
+def test_repair_refuses_an_index_of_two_models_after_an_interrupted_switch(arc, tmp_path):
+    arc.load([jsonl(tmp_path / "a.jsonl", [record(i) for i in range(70)])])
+    switch = Archive(arc.db_path, arc.index_dir, encoder=_FailsOnSecondBatch(32))
+    with pytest.raises(RuntimeError):
+        switch.rebuild_index(reembed=True)
+    dims = {r[0] for r in arc.db.execute("select distinct length(vector) / 4 from chunks")}
+    assert dims == {32, 64}  # the database holds vectors of both models
+    report = arc.verify(repair=True)
+    assert not report.ok and not report.repaired
+    assert "interrupted" in " ".join(report.problems) and "--reembed" in " ".join(report.unrepaired)
+    assert Archive(arc.db_path, arc.index_dir, encoder=HashEncoder(32)).rebuild_index(reembed=True)
+    assert Archive(arc.db_path, arc.index_dir, encoder=HashEncoder(32)).verify().ok
+
+
 def test_stats(hash_sample):
     arc = hash_sample.open()
     try:
