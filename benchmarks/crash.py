@@ -165,19 +165,15 @@ def audit(db: Path, index_dir: Path, expected: dict) -> dict:
     conn = sqlite3.connect(db)
     try:
         stored = dict(conn.execute("select identity, content_hash from articles"))
-        n_articles = conn.execute("select count(*) from articles").fetchone()[0]
-        dup_identity = conn.execute(
-            "select count(*) from (select identity from articles group by identity having count(*) > 1)"
-        ).fetchone()[0]
-        dup_url = conn.execute(
-            "select count(*) from (select url from articles where url is not null group by url having count(*) > 1)"
-        ).fetchone()[0]
-        chunkless = conn.execute(
-            "select count(*) from articles where id not in (select article_id from chunks)"
-        ).fetchone()[0]
-        orphans = conn.execute(
-            "select count(*) from chunks where article_id not in (select id from articles)"
-        ).fetchone()[0]
+
+        def count(rows: str) -> int:
+            return conn.execute(f"select count(*) from {rows}").fetchone()[0]
+
+        n_articles = count("articles")
+        dup_identity = count("(select identity from articles group by identity having count(*) > 1)")
+        dup_url = count("(select url from articles where url is not null group by url having count(*) > 1)")
+        chunkless = count("articles where id not in (select article_id from chunks)")
+        orphans = count("chunks where article_id not in (select id from articles)")
         rows = conn.execute("select id, vector from chunks order by id").fetchall()
     finally:
         conn.close()
