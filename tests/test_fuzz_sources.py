@@ -7,6 +7,7 @@ Every input must give only Article or Rejection records, never raise, and every 
 (and, for line-based formats, a line that exists). Loading bad files into an existing archive must leave every
 stored article, chunk and index entry as it was. Each property tries a fifth of its inputs in the fast suite
 and all of them as its `_full` twin, marked slow (`fuzz` below).
+How many inputs each property tried: `pytest tests/test_fuzz_sources.py --hypothesis-show-statistics`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def fuzz(examples: int, **strategies):
 
 
 ALIASES = [a for aliases in FIELDS.values() for a in aliases]
-TRIED: dict[str, int] = {}  # inputs tried per strategy (printed by test_report_counts)
 
 nasty_text = st.one_of(
     st.text(max_size=200),
@@ -98,9 +98,8 @@ def lines_of(path: Path) -> int:
     return data.count(b"\n") + data.count(b"\r") + 2
 
 
-def check(got: list, path: str, line_max: int | None = None, kind: str = "") -> list:
+def check(got: list, path: str, line_max: int | None = None) -> list:
     """Only Articles and Rejections; each names `path` (and a line that exists, when it names a line)."""
-    TRIED[kind] = TRIED.get(kind, 0) + 1
     for item in got:
         assert isinstance(item, (Article, Rejection)), item
         assert item.origin == path or item.origin[len(path) : len(path) + 1] in (":", "@"), (item.origin, path)
@@ -133,7 +132,7 @@ def folder(tmp_path_factory):
 def test_jsonl_of_random_records_and_garbage(folder, lines):
     path = folder / "f.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
-    got = check(read(path), str(path), lines_of(path), "jsonl")
+    got = check(read(path), str(path), lines_of(path))
     assert len(got) <= lines_of(path)
 
 
@@ -163,7 +162,7 @@ def test_json_arrays_and_objects_whole_or_truncated(folder, value, cut, indent):
     text = json.dumps(value, indent=indent)
     path = folder / "f.json"
     path.write_text(text[: len(text) - cut] if cut < len(text) else text, encoding="utf-8", errors="surrogatepass")
-    check(read(path), str(path), lines_of(path), "json")
+    check(read(path), str(path), lines_of(path))
 
 
 @fuzz(60, depth=st.integers(min_value=50, max_value=200_000), opener=st.sampled_from(["[", '{"a":', '[{"body":']))
@@ -171,7 +170,7 @@ def test_deeply_nested_json(folder, depth, opener):
     for name in ("deep.json", "deep.jsonl"):
         path = folder / name
         path.write_text(opener * depth)
-        check(read(path), str(path), lines_of(path), "json-deep")
+        check(read(path), str(path), lines_of(path))
 
 
 BAD_TAIL = '{"title": "Bad", "body": "A body about the harbour.", "v": '
@@ -194,7 +193,7 @@ def test_deep_values_and_long_numbers_cost_only_their_record(folder, bad, fmt):
         path = folder / f"bad.{fmt}"
         path.write_text("[\n" + ",\n".join(lines) + "\n]" if fmt == "json" else "\n".join(lines))
         got, origin, first = read(path), str(path), 2 if fmt == "json" else 1
-    check(got, origin, len(lines) + 2, "deep-or-long")
+    check(got, origin, len(lines) + 2)
     assert [a.title for a in got if isinstance(a, Article)] == [f"Good {i}" for i in range(len(goods))]
     assert [r.origin for r in got if isinstance(r, Rejection)] == [
         f"{origin}:{first + 2 * i + 1}" for i in range(len(bad))
@@ -241,7 +240,7 @@ def test_reading_gives_the_same_records_at_any_chunk_size(folder, doc, chunk, bo
     text, ext = doc
     path = folder / f"chunks{ext}"
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "replace"))
-    whole = check(read(path), str(path), lines_of(path), "chunk-size")
+    whole = check(read(path), str(path), lines_of(path))
     with chunk_size(chunk):
         assert read(path) == whole
 
@@ -266,14 +265,14 @@ def test_csv_any_dialect_ragged_rows_and_truncation(folder, header, rows, delimi
     text = buf.getvalue()
     path = folder / f"f{ext}"
     path.write_text(text[: max(1, len(text) - cut)], encoding="utf-8", errors="surrogatepass")
-    check(read(path), str(path), lines_of(path), "csv")
+    check(read(path), str(path), lines_of(path))
 
 
 @fuzz(60, text=st.text(alphabet=st.sampled_from(list('"a,b\n\r;\t|x ') + ["\x00"]), max_size=300))
 def test_csv_quote_soup(folder, text):
     path = folder / "soup.csv"
     path.write_text("title,body\n" + text, encoding="utf-8")
-    check(read(path), str(path), lines_of(path), "csv-soup")
+    check(read(path), str(path), lines_of(path))
 
 
 # --- HTML, text, stdin, sniffing --------------------------------------------------------------------------
@@ -331,21 +330,21 @@ def html_soup(draw):
 def test_html_soup(folder, html, ext):
     path = folder / f"page{ext}"
     path.write_text(("<" if not ext else "") + html, encoding="utf-8", errors="surrogatepass")
-    check(read(path), str(path), None, "html")
+    check(read(path), str(path), None)
 
 
 @fuzz(60, text=st.one_of(nasty_text, st.text(max_size=2000)), ext=st.sampled_from([".txt", ".md", ".bin", ".ndjson"]))
 def test_text_markdown_and_unknown_extensions(folder, text, ext):
     path = folder / f"note{ext}"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    check(read(path), str(path), lines_of(path), "text")
+    check(read(path), str(path), lines_of(path))
 
 
 @fuzz(60, lines=st.lists(st.one_of(record.map(json.dumps), nasty_text), max_size=8))
 def test_stdin(lines):
     text = "\n".join(lines).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     got = list(read_sources(["-"], stdin=io.StringIO(text)))
-    check(got, "<stdin>", len(io.StringIO(text).readlines()) + 1, "stdin")
+    check(got, "<stdin>", len(io.StringIO(text).readlines()) + 1)
 
 
 # --- encodings and huge fields -------------------------------------------------------------------------
@@ -383,7 +382,7 @@ def test_odd_encodings(folder, rec, body, written, read_as, ext):
         text = json.dumps(rec, ensure_ascii=False) if ext != ".txt" else f"{rec.get('title', 'T')}\n{body}"
     path = folder / f"enc{ext}"
     path.write_bytes(text.encode(written, errors="replace"))
-    check(read(path, encoding=read_as), str(path), lines_of(path), "encodings")
+    check(read(path, encoding=read_as), str(path), lines_of(path))
 
 
 @fuzz(
@@ -401,7 +400,7 @@ def test_huge_fields(folder, field, size, ext):
         path.write_text(buf.getvalue())
     else:
         path.write_text(json.dumps([rec] if ext == ".json" else rec))
-    got = check(read(path, max_body_chars=100_000), str(path), lines_of(path), "huge")
+    got = check(read(path, max_body_chars=100_000), str(path), lines_of(path))
     (item,) = got
     if field == "body" and size > 100_000:
         assert isinstance(item, Rejection) and "body too long" in item.reason
@@ -416,7 +415,7 @@ def test_huge_fields(folder, field, size, ext):
 def test_random_bytes_with_format_prefixes(folder, data, ext, prefix):
     path = folder / f"bytes{ext}"
     path.write_bytes(prefix + data)
-    check(read(path), str(path), lines_of(path), "bytes")
+    check(read(path), str(path), lines_of(path))
 
 
 @lru_cache(maxsize=2)
@@ -463,7 +462,7 @@ def test_warc_cut_corrupted_or_followed_by_junk(folder, gz, cut, flips, junk):
     path = folder / ("w.warc.gz" if gz else "w.warc")
     path.write_bytes(bytes(data[: max(0, len(data) - cut)]) + junk)
     records = read_sources([str(path)])
-    got = check(list(records), str(path), len(data) + len(junk), "warc")
+    got = check(list(records), str(path), len(data) + len(junk))
     assert sum(isinstance(g, Rejection) and g.origin == str(path) for g in got) <= 1
     assert all(isinstance(n, int) and n > 0 for n in records.skipped.values())
     if not flips and not cut and not junk:
@@ -502,7 +501,6 @@ def test_warc_cut_corrupted_or_followed_by_junk(folder, gz, cut, flips, junk):
     ),
 )
 def test_cleaner_total_and_stable(text):
-    TRIED["cleaner"] = TRIED.get("cleaner", 0) + 1
     body, title = clean_text(text), clean_title(text)
     assert isinstance(body, str) and isinstance(title, str)
     assert body == body.strip() and "\n\n\n" not in body and "\r" not in body and "\x00" not in body
@@ -569,11 +567,6 @@ def test_loading_bad_files_into_an_archive_changes_nothing_stored(sample_archive
     assert after == before
 
 
-def test_report_counts():
-    """Not a check: says how many inputs the properties above tried (run with -s to see it)."""
-    print("\nbad inputs tried per strategy:", dict(sorted(TRIED.items())), "total", sum(TRIED.values()))
-
-
 @fuzz(40, cut=st.integers(min_value=1, max_value=80))
 def test_a_csv_cut_inside_its_last_quoted_field_never_yields_that_row(folder, cut):
     """A half-written file must not load its last row as if whole (it could overwrite a stored article)."""
@@ -585,7 +578,7 @@ def test_a_csv_cut_inside_its_last_quoted_field_never_yields_that_row(folder, cu
     text = buf.getvalue()
     path = folder / "cut.csv"
     path.write_text(text[: len(text) - cut])
-    got = check(read(path), str(path), lines_of(path), "csv-cut")
+    got = check(read(path), str(path), lines_of(path))
     try:  # a cut just after a closing quote leaves a well-formed (shorter) file: nothing can tell
         list(csv.reader(io.StringIO(text[: len(text) - cut], newline=""), strict=True))
         well_formed = True

@@ -60,7 +60,6 @@ HOSTILE = {
     + " ".join(PAYLOADS)
     + " Police closed two tram lines for an hour.",
 }
-TRIED: dict[str, int] = {}  # attacks tried per route (checked by test_report_counts)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +184,6 @@ async def test_injection_in_every_semantic_parameter(hostile, param, fmt):
     ds, _, titles = hostile
     checked = 0
     for value in INJECTIONS:
-        TRIED[f"/-/semantic{fmt} {param}"] = TRIED.get(f"/-/semantic{fmt} {param}", 0) + 1
         response = await ds.client.get(f"/archive/-/semantic{fmt}", params=params_for(param, value))
         assert response.status_code in (200, 400), (param, value, response.status_code, response.text[:300])
         if response.status_code == 200 and fmt:
@@ -201,8 +199,6 @@ async def test_injection_in_every_semantic_parameter(hostile, param, fmt):
 async def test_injection_in_related_id_and_k(hostile, fmt):
     ds, hid, titles = hostile
     for value in INJECTIONS:
-        TRIED[f"/-/related{fmt} id"] = TRIED.get(f"/-/related{fmt} id", 0) + 1
-        TRIED[f"/-/related{fmt} k"] = TRIED.get(f"/-/related{fmt} k", 0) + 1
         response = await ds.client.get(f"/archive/articles/{quote(value, safe='')}/-/related{fmt}")
         assert response.status_code == 400, (value, response.status_code)
         if fmt:
@@ -221,8 +217,6 @@ async def test_injection_through_the_sql_functions(hostile):
     seen = 0
     for value in INJECTIONS:
         for fn, arg in (("semantic_search", "q"), ("related_articles", "id")):
-            TRIED[f"{fn}() {arg}"] = TRIED.get(f"{fn}() {arg}", 0) + 1
-            TRIED[f"{fn}() k"] = TRIED.get(f"{fn}() k", 0) + 1
             for sql, params in (
                 (f"select {fn}(:v, 5) as h", {"v": value}),
                 (f"select {fn}(:a, :v) as h", {"a": "cyclone" if arg == "q" else "1", "v": value}),
@@ -366,24 +360,3 @@ async def test_a_hash_archive_served_without_its_encoder_is_refused_clearly(hash
     """The fingerprint check holds in the server too: no silent mixing of the real model with hashed vectors."""
     response = await Datasette([str(hash_sample.db_path)]).client.get("/archive/-/semantic.json?q=cyclone")
     assert response.status_code >= 400 and "would mix incompatible vectors" in response.text
-
-
-def expected_tries(item) -> set[str]:
-    """The TRIED keys one collected test of this module adds (one per route/parameter it attacks)."""
-    params = item.callspec.params if hasattr(item, "callspec") else {}
-    if item.originalname == "test_injection_in_every_semantic_parameter":
-        return {f"/-/semantic{params['fmt']} {params['param']}"}
-    if item.originalname == "test_injection_in_related_id_and_k":
-        return {f"/-/related{params['fmt']} {arg}" for arg in ("id", "k")}
-    if item.originalname == "test_injection_through_the_sql_functions":
-        return {f"{fn}() {arg}" for fn, arg in (("semantic_search", "q"), ("related_articles", "id"))} | {
-            f"{fn}() k" for fn in ("semantic_search", "related_articles")
-        }
-    return set()
-
-
-def test_report_counts(request):
-    """Every injection test that ran tried every attack on its route and parameter (-s prints the counts)."""
-    print("\nattacks tried per route/parameter:", json.dumps(TRIED, indent=1), "total", sum(TRIED.values()))
-    ran = [i for i in request.session.items if i.module is request.module and i.originalname != request.node.name]
-    assert TRIED == {key: len(INJECTIONS) for item in ran for key in expected_tries(item)}
