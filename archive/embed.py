@@ -80,6 +80,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "news-archive"
 
 
+def ort_options():
+    """onnxruntime session options: quiet, and NEWS_ARCHIVE_THREADS threads when set (the default is one per core)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if os.environ.get("NEWS_ARCHIVE_THREADS"):
+        opts.intra_op_num_threads = int(os.environ["NEWS_ARCHIVE_THREADS"])
+    return opts
+
+
 class Encoder:
     """A local sentence-transformers model with a cheap tokenizer for chunking.
 
@@ -260,11 +271,7 @@ class Encoder:
         file = self.onnx_file(precision)
         if precision == "fp32" and file.with_name(QUERY_FILE).exists():
             file = file.with_name(QUERY_FILE)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if os.environ.get("NEWS_ARCHIVE_THREADS"):
-            opts.intra_op_num_threads = int(os.environ["NEWS_ARCHIVE_THREADS"])
-        session = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(file), ort_options(), providers=["CPUExecutionProvider"])
         if precision == "int8":
             self._check_int8(session)
         return session

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import registry
+from .embed import ort_options
 from .models import ArchiveError, Result
 
 NAME = "reranker"
@@ -111,11 +112,7 @@ def _session(model: Path):
 
     with _LOCK:
         if str(model) not in _SESSIONS:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            if os.environ.get("NEWS_ARCHIVE_THREADS"):
-                opts.intra_op_num_threads = int(os.environ["NEWS_ARCHIVE_THREADS"])
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                          if p in ort.get_available_providers()]  # fmt: skip
-            _SESSIONS[str(model)] = ort.InferenceSession(str(model), opts, providers=providers)
+            _SESSIONS[str(model)] = ort.InferenceSession(str(model), ort_options(), providers=providers)
         return _SESSIONS[str(model)]
