@@ -362,7 +362,7 @@ class Encoder:
         if not self.onnx_file("fp32").exists():
             return False
         try:
-            import onnxruntime  # noqa: F401  (the optional `onnx` extra)
+            import onnxruntime  # noqa: F401  (a core dependency; a stripped install queries on torch)
         except ImportError:
             return False
         return True
