@@ -363,6 +363,26 @@ def test_dates(raw: str, iso: str | None) -> None:
     assert parse_date(raw) == iso
 
 
+def test_year_first_dates_read_without_dateutil_as_dateutil_reads_them(monkeypatch) -> None:
+    """The fast path for "2017/3/24"-like dates agrees with the dateutil route, impossible dates included."""
+    from itertools import product
+
+    from archive import sources
+
+    grid = product(
+        ("2017", "2016", "1799", "2100", "2101"),
+        "-/.",
+        ("2", "02", "12", "13", "0"),
+        ("7", "29", "31", "32"),
+        ("", "T10:00", " 0:00", " 23:59:59", "T10:00:05.123", " 24:00", " 12:60"),
+    )
+    dates = [f"{y}{sep}{m}{sep}{d}{t}" for y, sep, m, d, t in grid]
+    fast = [parse_date(v) for v in dates]
+    monkeypatch.setattr(sources, "_year_first", lambda value: None)
+    assert fast == [parse_date(v) for v in dates]
+    assert fast.count(None) > 500 and "2016-02-29" in fast and "2017-12-31T23:59:59" in fast
+
+
 def test_unparseable_date_kept_raw() -> None:
     a = normalise({"text": BODY, "date": "sometime in spring"}, "o")
     assert a.published is None and a.extra == {"published_raw": "sometime in spring"}
