@@ -43,11 +43,13 @@ class HashEncoder(Encoder):
         out = np.zeros((len(texts), self._dims), np.float32)
         for row, text in enumerate(texts):
             words = _WORD.findall(text.lower())
-            for gram in words + [f"{a} {b}" for a, b in zip(words, words[1:])]:
-                h = zlib.crc32(gram.encode())
-                out[row, h % self._dims] += 1.0 if h & 1 << 31 else -1.0
             if not words:
                 out[row, 0] = 1.0
+                continue
+            grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            h = np.array([zlib.crc32(g.encode()) for g in grams], np.uint32)
+            # each gram adds +1 or -1 (its hash's top bit) at its hash's slot: one bincount, not a loop
+            out[row] = np.bincount(h % self._dims, np.where(h >> 31, 1.0, -1.0), self._dims)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         if progress:
             progress(len(texts))
