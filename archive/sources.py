@@ -842,8 +842,8 @@ _EPOCH = re.compile(r"^\d{9,10}(?:\.\d+)?$|^\d{12,13}$")
 _DEFAULT_A = datetime(2000, 1, 1, 0, 0, 0)
 _DEFAULT_B = datetime(2001, 2, 2, 1, 1, 1)
 # Year first, no zone ("2017/3/24", "2017-03-24 10:00:05"): most feeds' dates, read without dateutil, whose two
-# parses cost a third of reading a CSV. Anything else, or an impossible day, goes to dateutil as before.
-_YMD = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?")
+# parses cost a sixth of reading a CSV. Anything else, or an impossible day, goes to dateutil as before.
+_YMD = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?", re.ASCII)
 
 
 def parse_date(value: str | None) -> str | None:
