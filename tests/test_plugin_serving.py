@@ -156,6 +156,34 @@ def test_a_call_whose_expected_wait_passes_the_budget_is_refused_at_once(hash_sa
             t.join(10)
 
 
+def test_a_call_dropped_while_it_waits_for_its_turn_leaves_without_running_and_is_counted_once(hash_sample):
+    """A request closed while its job already waits in `turn` (on a worker thread): the job must not run for
+    nobody, and the queue must not count it out twice (that undercounts every later wait)."""
+    handle = archives(serve(hash_sample)).get("archive")
+    gate, ran, outcome = handle.gate, [], []
+    busy = Blocker(handle, gate.slots)
+    ticket = gate.admit()
+
+    def job():
+        try:
+            with gate.turn(ticket):
+                ran.append(True)
+        except ArchiveError as e:
+            outcome.append(e)
+
+    waiter = threading.Thread(target=job)
+    waiter.start()
+    try:
+        threading.Event().wait(0.05)  # the job is waiting for a slot
+        gate.drop(ticket)
+        waiter.join(10)
+        assert not waiter.is_alive() and ran == [] and "busy" in str(outcome[0])
+    finally:
+        busy.done()
+    assert (gate._waiting, gate._running) == (0, 0)
+    assert gate.expected_wait() == 0.0 and handle.run(lambda arc: "served") == "served"
+
+
 def quietly(handle, release: threading.Event) -> None:
     """A call that may be refused (its wait passes the budget) without an unhandled error in its thread."""
     try:

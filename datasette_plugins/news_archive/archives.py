@@ -93,28 +93,30 @@ class Gate:
             return Ticket(time.monotonic() + self.budget_s)
 
     def drop(self, ticket: Ticket) -> None:
-        """The caller went away before its turn (a closed connection): give up its place."""
+        """The caller went away before its turn (a closed connection): give up its place. A job already waiting
+        in `turn` wakes, leaves without running, and does not count itself out a second time."""
         with self._cond:
             if not ticket.started and not ticket.dropped:
                 ticket.dropped = True
                 self._waiting -= 1
-                self._cond.notify()
+                self._cond.notify_all()
 
     @contextmanager
     def turn(self, ticket: Ticket):
         """Wait for a free slot (Busy past the ticket's deadline), run the block, free the slot."""
         with self._cond:
-            if ticket.dropped:
-                raise Busy(0)
             try:
-                while self._running >= self.slots:
+                while not ticket.dropped and self._running >= self.slots:
                     left = ticket.deadline - time.monotonic()
                     if left <= 0:
                         raise Busy(self.expected_wait() or self._mean_s)
                     self._cond.wait(left)
             finally:
-                ticket.started = True
-                self._waiting -= 1
+                if not ticket.dropped:  # (a dropped ticket was counted out by `drop`)
+                    ticket.started = True
+                    self._waiting -= 1
+            if ticket.dropped:
+                raise Busy(0)
             self._running += 1
         started = time.monotonic()
         try:
@@ -176,8 +178,9 @@ class ArchiveHandle:
             raise
 
     async def glance(self, fn):
-        """`fn(reader)` on a worker thread without waiting for a turn: for a read of a row or two."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(self.reader()))
+        """`fn(reader)` on a thread without waiting for a turn: for a read of a row or two. Not on `executor`,
+        whose threads may all be waiting for turns."""
+        return await asyncio.to_thread(lambda: fn(self.reader()))
 
     def warm(self) -> None:
         """`Archive.warm`: the query encoder and the index load while the server starts answering."""
@@ -320,7 +323,8 @@ class Archives:
         return handle
 
     async def aget(self, database: str) -> ArchiveHandle | None:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.get, database)
+        """`get` off the event loop (it may open the archive), not queued behind calls waiting for turns."""
+        return await asyncio.to_thread(self.get, database)
 
     def names(self) -> list[str]:
         return [name for name in self.datasette.databases if self.get(name) is not None]
