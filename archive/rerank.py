@@ -8,7 +8,6 @@ CPU (seconds a query), so the shells turn it on only when asked, or by default w
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from collections.abc import Sequence
@@ -39,20 +38,18 @@ def not_installed() -> ArchiveError:
 
 
 def gpu_present() -> bool:
-    """Whether torch sees a CUDA GPU. No torch installed, or no NVIDIA device on the machine: False without
-    importing torch (its import costs seconds that a query should not pay)."""
-    if importlib.util.find_spec("torch") is None:
-        return False
+    """Whether onnxruntime, which runs the re-ranker, can run it on a CUDA GPU: an NVIDIA device and a CUDA
+    build of onnxruntime (the plain wheel runs on the CPU only, where re-ranking costs seconds a query)."""
     if not (Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()):
         return False
-    import torch
+    import onnxruntime as ort
 
-    return bool(torch.cuda.is_available())
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 @lru_cache(maxsize=1)
 def default_on() -> bool:
-    """Re-rank by default only where a GPU is present and the re-ranker is installed."""
+    """Re-rank by default only where the re-ranker is installed and can run on a GPU."""
     return installed() is not None and gpu_present()
 
 
