@@ -284,7 +284,7 @@ class Encoder:
         except (OSError, ValueError, KeyError, TypeError):
             fp32 = self._encode_onnx(list(PROBES), self._load_onnx("fp32"))
             worst = float((fp32 * self._encode_onnx(list(PROBES), session)).sum(axis=1).min())
-            atomic_write(verdict, lambda f: f.write(json.dumps({"min_cosine": worst}).encode()))
+            _write_json_atomically(verdict, {"min_cosine": worst})  # (a read-only cache: checked again next time)
         if worst < INT8_MIN_COSINE:
             raise ArchiveError(
                 f"{self.name}: its int8 ONNX export does not keep the model's vectors (cosine {worst:.2f} to fp32 "
@@ -509,15 +509,11 @@ def file_sha256(path: Path) -> str:
 
 
 def _write_json_atomically(target: Path, data: dict) -> None:
-    import tempfile
-
+    """A cache file beside the model; a read-only cache only costs the work again next time."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".hashes-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, target)
-    except OSError:  # a read-only cache only costs a re-hash next time
+        atomic_write(target, lambda f: f.write(json.dumps(data).encode()))
+    except OSError:
         pass
 
 
