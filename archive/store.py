@@ -137,8 +137,7 @@ def create_schema(db: sqlite_utils.Database) -> None:
     db["chunks"].create_index(["article_id", "seq"])
     db["archive_meta"].create({"key": str, "value": str}, pk="key")
     db["articles"].enable_fts(["title", "subtitle", "body"], create_triggers=True, tokenize="porter")
-    ensure_versions_table(db)
-    ensure_derived_tables(db)
+    ensure_derived_tables(db)  # (the versions table with them)
     set_meta(db, generation="0", next_chunk_id="1", archive_id=uuid.uuid4().hex)
 
 
@@ -370,13 +369,15 @@ def _insert_sql(table: str, columns) -> str:
 def _keep_version(db: sqlite_utils.Database, p: Planned, stamp: str) -> None:
     """Inside the batch's transaction: copy the stored article into article_versions before a changed reload
     replaces it. Only a changed text makes a version: a re-embed (same text, new model) keeps none."""
-    kept = [c for c in VERSION_COLUMNS if c not in ("id", "article_id", "version", "source", "seen_at", "replaced_at")]
-    db.execute(
-        f"""insert into article_versions (article_id, version, {", ".join(kept)}, source, seen_at, replaced_at)
-        select id, 1 + (select coalesce(max(version), 0) from article_versions where article_id = ?), {", ".join(kept)},
-            origin, updated_at, ? from articles where id = ? and content_hash != ?""",
-        [p.article_id, stamp, p.article_id, p.prepared.content_hash],
-    )
+    db.execute(_KEEP_VERSION_SQL, [p.article_id, stamp, p.article_id, p.prepared.content_hash])
+
+
+# The article columns a version copies as they are (the others are the version's own or renamed).
+_OWN = ("id", "article_id", "version", "source", "seen_at", "replaced_at")
+_COPIED = ", ".join(c for c in VERSION_COLUMNS if c not in _OWN)
+_KEEP_VERSION_SQL = f"""insert into article_versions (article_id, version, {_COPIED}, source, seen_at, replaced_at)
+    select id, 1 + (select coalesce(max(version), 0) from article_versions where article_id = ?), {_COPIED},
+        origin, updated_at, ? from articles where id = ? and content_hash != ?"""
 
 
 def _upsert_article(db: sqlite_utils.Database, p: Planned, stamp: str) -> int:

@@ -96,7 +96,6 @@ def _repair(arc, report: VerifyReport) -> None:
     if chunkless:
         upkeep.reembed(ids=chunkless)
     upkeep.derive_missing()
-    stories.ensure_tables(db)  # an older archive lacks only the page's indexes: no rebuild for those
     if stories.check(db):
         stories.rebuild(db)
     index = upkeep.build_index()
