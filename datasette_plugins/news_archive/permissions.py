@@ -7,28 +7,28 @@ from datasette.utils.asgi import Forbidden
 DENIED = "You do not have permission to view this archive"
 
 
-def archive_permissions(database: str) -> list:
+def archive_permissions(database: str, table: str = "articles") -> list:
     """Table, then database, then instance: the first one that has an opinion decides (Datasette's cascade)."""
-    return [("view-table", (database, "articles")), ("view-database", database), "view-instance"]
+    return [("view-table", (database, table)), ("view-database", database), "view-instance"]
 
 
-async def ensure_can_view(datasette, actor, database: str) -> None:
-    """Raise Forbidden (saying nothing about the archive) unless the actor may view `articles`."""
+async def ensure_can_view(datasette, actor, database: str, table: str = "articles") -> None:
+    """Raise Forbidden (saying nothing about the archive) unless the actor may view `articles` (or `table`)."""
     if hasattr(datasette, "ensure_permissions"):  # Datasette 0.65 and early 1.0 alphas
         try:
-            await datasette.ensure_permissions(actor, archive_permissions(database))
+            await datasette.ensure_permissions(actor, archive_permissions(database, table))
         except Forbidden:
             raise Forbidden(DENIED) from None
         return
     from datasette.resources import TableResource  # Datasette >= 1.0a20
 
-    if not await datasette.allowed(action="view-table", resource=TableResource(database, "articles"), actor=actor):
+    if not await datasette.allowed(action="view-table", resource=TableResource(database, table), actor=actor):
         raise Forbidden(DENIED)
 
 
-async def can_view(datasette, actor, database: str) -> bool:
+async def can_view(datasette, actor, database: str, table: str = "articles") -> bool:
     try:
-        await ensure_can_view(datasette, actor, database)
+        await ensure_can_view(datasette, actor, database, table)
     except Forbidden:
         return False
     return True
